@@ -1,0 +1,165 @@
+"""The harness' core: first stage with the shared retriever, rerank the top-k, score with pytrec_eval.
+
+Every nDCG@10 the package reports (benchmarks, ``querit-st evaluate``, the pipeline's results table) goes through
+:func:`compute_metrics`, so retriever-alone numbers agree everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from querit_st._utils import QueritInputError
+from querit_st.data import BeirData, doc_text
+
+logger = logging.getLogger(__name__)
+
+Results = dict[str, dict[str, float]]
+
+
+def compute_metrics(qrels: Mapping[str, Mapping[str, int]], results: Results, k_values: tuple[int, ...] = (10, 100)) -> dict[str, float]:
+    """nDCG@k, MAP@k, Recall@k, P@k (pytrec_eval through beir) and MRR@k, averaged over queries with qrels.
+
+    Queries with qrels but no results count as zeros; results for queries without qrels are ignored.
+    """
+    from beir.retrieval.evaluation import EvaluateRetrieval
+
+    qrels = {q: dict(r) for q, r in qrels.items() if any(v > 0 for v in r.values())}
+    if not qrels:
+        raise QueritInputError("qrels hold no relevant documents; nothing to evaluate")
+    full = {q: dict(results.get(q, {})) or {"__none__": 0.0} for q in qrels}
+    ndcg, _map, recall, precision = EvaluateRetrieval.evaluate(qrels, full, list(k_values), ignore_identical_ids=False)
+    mrr = EvaluateRetrieval.evaluate_custom(qrels, full, list(k_values), metric="mrr")
+    out: dict[str, float] = {}
+    for d in (ndcg, _map, recall, precision, mrr):
+        for k, v in d.items():
+            out[k.replace("NDCG", "nDCG")] = float(v)
+    return out
+
+
+def per_query_ndcg(qrels: Mapping[str, Mapping[str, int]], results: Results, k: int = 10) -> dict[str, float]:
+    """nDCG@k per query (for paired comparisons and standard errors)."""
+    import pytrec_eval
+
+    qrels = {q: dict(r) for q, r in qrels.items() if any(v > 0 for v in r.values())}
+    full = {q: dict(results.get(q, {})) or {"__none__": 0.0} for q in qrels}
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {f"ndcg_cut.{k}"})
+    return {q: v[f"ndcg_cut_{k}"] for q, v in ev.evaluate(full).items()}
+
+
+def paired_stderr(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """Standard error of the mean per-query difference ``b - a``."""
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 2:
+        return float("nan")
+    d = np.array([b[k] - a[k] for k in keys])
+    return float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def rerank_results(
+    reranker: Any,
+    queries: Mapping[str, str],
+    corpus: Mapping[str, Any],
+    first_stage: Results,
+    top_k: int = 100,
+    *,
+    batch_size: int = 64,
+    fusion_weight: float = 0.0,
+    instruction: str | None = None,
+) -> Results:
+    """Rerank each query's first-stage top-``k`` with ``reranker``.
+
+    ``reranker`` is any sentence-transformers ``CrossEncoder`` (a ``QueritCrossEncoder`` uses its default prompt) or
+    a callable ``(queries: list[str], docs: list[str]) -> scores`` (e.g. a teacher's ``score``). All pairs are scored
+    in one ``predict`` call so length-sorted batching works across queries. With ``fusion_weight > 0`` the final
+    score is ``z(reranker) + fusion_weight * z(first stage)`` per query (no extra model at query time).
+    """
+    from querit_st.cross_encoder import fuse_scores
+
+    qids, pairs, spans = [], [], []
+    for qid, hits in first_stage.items():
+        if qid not in queries:
+            continue
+        top = sorted(hits.items(), key=lambda kv: -kv[1])[:top_k]
+        start = len(pairs)
+        for did, _ in top:
+            doc = corpus[did]
+            pairs.append((queries[qid], doc if isinstance(doc, str) else doc_text(doc)))
+        qids.append((qid, [d for d, _ in top], np.array([s for _, s in top], dtype=np.float64)))
+        spans.append((start, len(pairs)))
+    if not pairs:
+        return {}
+    if callable(reranker) and not hasattr(reranker, "predict"):
+        scores = np.asarray(reranker([p[0] for p in pairs], [p[1] for p in pairs]), dtype=np.float64)
+    else:
+        import torch
+
+        kwargs: dict[str, Any] = {"batch_size": batch_size, "show_progress_bar": False, "activation_fn": torch.nn.Identity()}
+        if instruction is not None:
+            kwargs["instruction"] = instruction
+        scores = np.asarray(reranker.predict(pairs, **kwargs), dtype=np.float64)
+    out: Results = {}
+    for (qid, dids, fs), (s, e) in zip(qids, spans):
+        sc = scores[s:e]
+        if fusion_weight:
+            sc = fuse_scores(sc, fs, fusion_weight)
+        out[qid] = {d: float(v) for d, v in zip(dids, sc)}
+    return out
+
+
+def evaluate_reranking(
+    data: BeirData,
+    retriever: Any,
+    rerankers: Mapping[str, Any] | None = None,
+    *,
+    top_k: int = 100,
+    batch_size: int = 64,
+    fusion_weight: float = 0.0,
+    k_values: tuple[int, ...] = (10, 100),
+    queries: Mapping[str, str] | None = None,
+    max_queries: int | None = None,
+) -> dict[str, Any]:
+    """Retriever alone vs each reranker on one BEIR split.
+
+    Args:
+        data: a loaded :class:`~querit_st.data.BeirData`.
+        retriever: a :class:`~querit_st.retriever.DenseRetriever` (indexed here on ``data.corpus``).
+        rerankers: ``{name: CrossEncoder or callable}``.
+        top_k: first-stage depth that is reranked (Recall@top_k is reported too).
+        fusion_weight: fuse the retriever's score into each reranker's (see :func:`rerank_results`).
+        queries: override the queries (cross-lingual runs: queries of one language, corpus of another).
+        max_queries: evaluate only the first ``n`` queries (quick checks).
+
+    Returns:
+        ``{"retriever": metrics, "<name>": metrics, ..., "per_query": {...}, "timing_s": {...}}``.
+    """
+    ks = tuple(sorted(set(k_values) | {top_k}))
+    queries = dict(queries if queries is not None else data.queries)
+    queries = {q: t for q, t in queries.items() if q in data.qrels}
+    if max_queries:
+        queries = dict(list(queries.items())[:max_queries])
+    qrels = {q: data.qrels[q] for q in queries}
+    if not queries:
+        raise QueritInputError(f"{data.name}: no queries with qrels to evaluate")
+    t0 = time.perf_counter()
+    retriever.index(data.corpus)
+    first = retriever.search(queries, top_k=top_k)
+    timing = {"retriever": time.perf_counter() - t0}
+    report: dict[str, Any] = {"retriever": compute_metrics(qrels, first, ks)}
+    per_query = {"retriever": per_query_ndcg(qrels, first)}
+    for name, model in (rerankers or {}).items():
+        t0 = time.perf_counter()
+        res = rerank_results(model, queries, data.corpus, first, top_k, batch_size=batch_size, fusion_weight=fusion_weight)
+        timing[name] = time.perf_counter() - t0
+        report[name] = compute_metrics(qrels, res, ks)
+        per_query[name] = per_query_ndcg(qrels, res)
+        report[name]["delta_nDCG@10_vs_retriever"] = report[name]["nDCG@10"] - report["retriever"]["nDCG@10"]
+        report[name]["stderr_delta_nDCG@10"] = paired_stderr(per_query["retriever"], per_query[name])
+    report["per_query_nDCG@10"] = per_query
+    report["timing_s"] = timing
+    report["num_queries"] = len(queries)
+    return report

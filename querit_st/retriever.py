@@ -1,0 +1,286 @@
+"""``DenseRetriever``: the one first-stage retriever shared by mining, the collator and both harnesses.
+
+It wraps a ``SentenceTransformer`` embedding model with query / passage prompts, encodes a corpus once and
+caches the embeddings on disk keyed by the model, the prompts and the corpus content (a changed corpus is
+re-encoded, an unchanged one is read back), and searches exactly in memory-bounded chunks (faiss when it is
+installed and asked for). Results are BEIR-style ``{qid: {doc_id: score}}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from querit_st._utils import QueritInputError, atomic_write_bytes, cache_root, check_text, sha256_texts
+from querit_st.data import doc_text
+
+logger = logging.getLogger(__name__)
+
+#: query / passage prompts for known embedding families (matched on the model name or path).
+KNOWN_PROMPTS: dict[str, tuple[str, str]] = {
+    "e5": ("query: ", "passage: "),
+}
+
+
+def _default_prompts(name: str) -> tuple[str, str]:
+    low = name.lower()
+    for key, prompts in KNOWN_PROMPTS.items():
+        if key in low:
+            return prompts
+    return ("", "")
+
+
+def _model_fingerprint(folder: Path | str) -> str:
+    """Identify a model by its weight files' sizes and mtimes (cheap) or by its hub name."""
+    p = Path(folder)
+    if not p.exists():
+        return str(folder)
+    h = hashlib.sha256(str(p.resolve()).encode())
+    for f in sorted(p.rglob("*")):
+        if f.suffix in {".safetensors", ".bin", ".json"} and f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(p)}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class DenseRetriever:
+    """Exact dense retrieval with an on-disk embedding cache.
+
+    Args:
+        model_name_or_path: an offline backbone name (``"minilm-l6"``, ``"multilingual-e5-small"``), a local
+            SentenceTransformer folder, a hub name, or an already loaded ``SentenceTransformer``.
+        query_prompt / passage_prompt: text prepended to queries / passages. ``None`` picks the family default
+            (``"query: "`` / ``"passage: "`` for e5 models, nothing otherwise).
+        batch_size: encoding batch size.
+        max_seq_length: truncation length for encoding (``None``: the model's own).
+        cache_dir: where corpus embeddings are cached (``None``: ``$QUERIT_ST_CACHE/embeddings``; ``False``: off).
+        chunk_size: corpus rows per matrix product in :meth:`search` (bounds memory).
+        use_faiss: use a faiss ``IndexFlatIP`` when faiss is importable.
+        device: torch device for encoding.
+
+    Example:
+        ::
+
+            from querit_st import DenseRetriever, load_beir
+
+            data = load_beir("../shared/data/vaswani")
+            retriever = DenseRetriever("multilingual-e5-small")
+            retriever.index(data.corpus)
+            results = retriever.search(data.queries, top_k=100)   # {qid: {doc_id: score}}
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: Any = "minilm-l6",
+        *,
+        query_prompt: str | None = None,
+        passage_prompt: str | None = None,
+        batch_size: int = 64,
+        max_seq_length: int | None = 256,
+        cache_dir: str | os.PathLike | bool | None = None,
+        chunk_size: int = 50_000,
+        use_faiss: bool = False,
+        device: str | None = None,
+    ) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        if isinstance(model_name_or_path, SentenceTransformer):
+            self.model = model_name_or_path
+            self.name = getattr(model_name_or_path, "model_card_data", None) and model_name_or_path.model_card_data.base_model or "in-memory"
+            self._fingerprint = f"in-memory-{id(model_name_or_path)}"
+        else:
+            if not isinstance(model_name_or_path, (str, os.PathLike)) or not str(model_name_or_path).strip():
+                raise QueritInputError(f"model_name_or_path must be a model name or folder, got {model_name_or_path!r}")
+            from querit_st.backbones import resolve
+
+            self.name = str(model_name_or_path)
+            source = resolve(self.name)
+            self.model = SentenceTransformer(str(source), device=device)
+            self._fingerprint = _model_fingerprint(source)
+        if max_seq_length is not None:
+            self.model.max_seq_length = max_seq_length
+        qp, pp = _default_prompts(self.name if isinstance(self.name, str) else "")
+        self.query_prompt = qp if query_prompt is None else query_prompt
+        self.passage_prompt = pp if passage_prompt is None else passage_prompt
+        self.batch_size = batch_size
+        self.chunk_size = chunk_size
+        self.use_faiss = use_faiss
+        if cache_dir is False:
+            self.cache_dir: Path | None = None
+        else:
+            self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "embeddings"
+        self.doc_ids: list[str] = []
+        self.doc_texts: list[str] = []
+        self.embeddings: np.ndarray | None = None
+        self._faiss_index: Any = None
+        self.last_index_from_cache: bool = False
+
+    # ------------------------------------------------------------------ encoding
+    def encode_queries(self, queries: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        texts = [self.query_prompt + q for q in queries]
+        return self._encode(texts, batch_size)
+
+    def encode_passages(self, passages: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        texts = [self.passage_prompt + p for p in passages]
+        return self._encode(texts, batch_size)
+
+    def _encode(self, texts: list[str], batch_size: int | None) -> np.ndarray:
+        if not texts:
+            dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
+            return np.zeros((0, dim), dtype=np.float32)
+        with torch.inference_mode():
+            emb = self.model.encode(
+                texts,
+                batch_size=batch_size or self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=len(texts) > 2000,
+            )
+        return np.ascontiguousarray(emb, dtype=np.float32)
+
+    # ------------------------------------------------------------------ index
+    def cache_key(self, doc_ids: Sequence[str], texts: Sequence[str]) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps([self._fingerprint, self.passage_prompt, self.model.max_seq_length]).encode())
+        h.update(sha256_texts(doc_ids).encode())
+        h.update(sha256_texts(texts).encode())
+        return h.hexdigest()[:32]
+
+    def index(self, corpus: Mapping[str, Any] | Sequence[str]) -> DenseRetriever:
+        """Encode the corpus (or read its cached embeddings) and keep it in memory for :meth:`search`.
+
+        Args:
+            corpus: BEIR ``{doc_id: {"title", "text"}}``, ``{doc_id: text}`` or a list of texts (ids ``"0"``,
+                ``"1"``, ...).
+        """
+        if corpus is None:
+            raise QueritInputError("corpus is None; expected {doc_id: {'title', 'text'}} or a list of texts")
+        if isinstance(corpus, Mapping):
+            ids = [str(k) for k in corpus.keys()]
+            texts = [v if isinstance(v, str) else doc_text(v) if isinstance(v, Mapping) else v for v in corpus.values()]
+        elif isinstance(corpus, str):
+            raise QueritInputError("corpus must be a mapping or a list of texts, got a single string")
+        else:
+            texts = list(corpus)
+            ids = [str(i) for i in range(len(texts))]
+        if not texts:
+            raise QueritInputError("corpus is empty; expected at least one document")
+        if len(set(ids)) != len(ids):
+            raise QueritInputError("corpus has duplicate document ids")
+        for i, t in zip(ids, texts):
+            check_text(t, f"corpus[{i!r}]")
+        key = self.cache_key(ids, texts)
+        path = self.cache_dir / f"{key}.npy" if self.cache_dir else None
+        emb = None
+        self.last_index_from_cache = False
+        if path is not None and path.is_file():
+            try:
+                emb = np.load(path, allow_pickle=False)
+                if emb.shape[0] != len(texts):
+                    emb = None
+                else:
+                    self.last_index_from_cache = True
+            except (ValueError, OSError, EOFError) as e:  # a damaged cache is re-encoded, never trusted
+                logger.warning("embedding cache %s unreadable (%s); re-encoding", path, e)
+                emb = None
+        if emb is None:
+            emb = self.encode_passages(texts)
+            if path is not None:
+                _save_npy_atomic(path, emb)
+        self.doc_ids, self.doc_texts, self.embeddings = ids, texts, emb
+        self._faiss_index = None
+        return self
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self,
+        queries: Mapping[str, str] | Sequence[str],
+        top_k: int = 100,
+        *,
+        query_embeddings: np.ndarray | None = None,
+    ) -> dict[str, dict[str, float]]:
+        """Exact top-``k`` cosine search over the indexed corpus.
+
+        Args:
+            queries: ``{qid: text}`` or a list of texts (ids ``"0"``, ``"1"``, ...).
+            top_k: hits per query (capped at the corpus size).
+
+        Returns:
+            ``{qid: {doc_id: score}}``.
+        """
+        if self.embeddings is None:
+            raise QueritInputError("DenseRetriever.search called before index(corpus)")
+        if queries is None:
+            raise QueritInputError("queries is None; expected {qid: text} or a list of texts")
+        if isinstance(queries, Mapping):
+            qids, qtexts = [str(k) for k in queries.keys()], list(queries.values())
+        elif isinstance(queries, str):
+            raise QueritInputError("queries must be a mapping or a list of texts, got a single string")
+        else:
+            qtexts = list(queries)
+            qids = [str(i) for i in range(len(qtexts))]
+        if not isinstance(top_k, int) or top_k <= 0:
+            raise QueritInputError(f"top_k must be a positive integer, got {top_k!r}")
+        if not qtexts:
+            return {}
+        for qid, q in zip(qids, qtexts):
+            check_text(q, f"queries[{qid!r}]")
+        q_emb = self.encode_queries(qtexts) if query_embeddings is None else np.asarray(query_embeddings, np.float32)
+        k = min(top_k, len(self.doc_ids))
+        scores, idx = self._topk(q_emb, k)
+        return {
+            qid: {self.doc_ids[j]: float(s) for j, s in zip(idx[r], scores[r])} for r, qid in enumerate(qids)
+        }
+
+    def _topk(self, q_emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.use_faiss:
+            try:
+                import faiss  # type: ignore[import-not-found]
+
+                if self._faiss_index is None:
+                    self._faiss_index = faiss.IndexFlatIP(self.embeddings.shape[1])
+                    self._faiss_index.add(self.embeddings)
+                scores, idx = self._faiss_index.search(q_emb, k)
+                return scores, idx
+            except ImportError:
+                logger.info("faiss not installed; using exact numpy search")
+        return exact_topk(q_emb, self.embeddings, k, self.chunk_size)
+
+
+def exact_topk(q: np.ndarray, d: np.ndarray, k: int, chunk_size: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k, scanning the corpus in chunks so memory stays ``O(q * (chunk + k))``.
+
+    Ties are broken by corpus position (earlier first), so results are deterministic.
+    """
+    nq = q.shape[0]
+    best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
+    best_i = np.zeros((nq, 0), dtype=np.int64)
+    for start in range(0, d.shape[0], chunk_size):
+        block = q @ d[start : start + chunk_size].T
+        kk = min(k, block.shape[1])
+        part = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+        s = np.take_along_axis(block, part, axis=1)
+        best_s = np.concatenate([best_s, s], axis=1)
+        best_i = np.concatenate([best_i, part + start], axis=1)
+        if best_s.shape[1] > k:
+            order = np.lexsort((best_i, -best_s), axis=1)[:, :k]
+            best_s = np.take_along_axis(best_s, order, axis=1)
+            best_i = np.take_along_axis(best_i, order, axis=1)
+    order = np.lexsort((best_i, -best_s), axis=1)
+    return np.take_along_axis(best_s, order, axis=1), np.take_along_axis(best_i, order, axis=1)
