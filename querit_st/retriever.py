@@ -113,8 +113,9 @@ class DenseRetriever:
             source = resolve(self.name)
             self.model = SentenceTransformer(str(source), device=device)
             self._fingerprint = _model_fingerprint(source)
-        if max_seq_length is not None:
-            self.model.max_seq_length = max_seq_length
+        if max_seq_length is not None:  # never beyond what the model itself supports
+            current = self.model.max_seq_length
+            self.model.max_seq_length = min(max_seq_length, current) if current else max_seq_length
         qp, pp = _default_prompts(self.name if isinstance(self.name, str) else "")
         self.query_prompt = qp if query_prompt is None else query_prompt
         self.passage_prompt = pp if passage_prompt is None else passage_prompt

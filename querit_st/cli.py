@@ -1,0 +1,130 @@
+"""``querit-st`` command line: ``pretrain``, ``adapt``, ``merge``, ``evaluate``, ``pipeline``.
+
+Bad input (a missing folder, an unknown config key, mismatched checkpoints...) prints one clear line to stderr and
+exits with code 2, writing nothing partial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from querit_st._utils import QueritInputError
+
+USAGE = """querit-st <command> [options]
+
+commands:
+  pretrain  --config C [--output DIR]                  stage 1 on labelled ranking data (cached)
+  adapt     --config C --target DIR [--base M] --output DIR   stage 2, label-free (reads only corpus.jsonl)
+  merge     A B [C ...] --t T --output DIR                  stage 3, SLERP
+  evaluate  --data DIR --reranker M --retriever R --top-k K --output FILE
+  pipeline  --config C --target DIR [DIR ...] --output DIR    all stages (+ results.json when DIR has qrels)
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (see examples/configs/)")
+    p.add_argument("--data-root", help="folder holding the shared BEIR datasets (default: $QUERIT_DATA or ../shared/data)")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from checkpoints / shards")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _config(args: argparse.Namespace):  # noqa: ANN202
+    from querit_st.pipeline import load_config
+
+    cfg = load_config(args.config)
+    if getattr(args, "data_root", None):
+        cfg.data_root = args.data_root
+    if getattr(args, "lora", False):
+        cfg.pretrain.train.lora = cfg.adapt.train.lora = True
+    return cfg
+
+
+def cmd_pretrain(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="querit-st pretrain")
+    _common(p)
+    p.add_argument("--output", help="output folder (default: the stage-1 cache)")
+    args = p.parse_args(argv)
+    from querit_st.pipeline import pretrain
+
+    path = pretrain(_config(args), args.output, resume=not args.no_resume)
+    print(path)
+    return 0
+
+
+def cmd_adapt(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="querit-st adapt")
+    _common(p)
+    p.add_argument("--target", required=True, help="target BEIR folder; only its corpus.jsonl is read")
+    p.add_argument("--base", help="model to adapt (default: the stage-1 model of the config)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--output", required=True)
+    args = p.parse_args(argv)
+    from querit_st.pipeline import adapt, pretrain
+
+    cfg = _config(args)
+    base = args.base or pretrain(cfg)
+    print(adapt(cfg, args.target, base, args.output, seed=args.seed, resume=not args.no_resume))
+    return 0
+
+
+def cmd_pipeline(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="querit-st pipeline")
+    _common(p)
+    p.add_argument("--target", required=True, nargs="+", help="target BEIR folder(s)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--no-eval", action="store_true")
+    args = p.parse_args(argv)
+    from querit_st.pipeline import run_pipeline
+
+    summary = run_pipeline(_config(args), args.target, args.output, resume=not args.no_resume, evaluate=not args.no_eval)
+    if summary.get("table"):
+        print(summary["table"])
+        print(f"\nresults: {Path(args.output) / 'results.json'}\nchart:   {summary.get('chart')}")
+    else:
+        print(json.dumps({k: summary[k] for k in ("stage1", "adapted", "merged")}, indent=2))
+    return 0
+
+
+def cmd_merge(argv: list[str]) -> int:
+    from querit_st.merge import merge_command
+
+    return merge_command(argv)
+
+
+def cmd_evaluate(argv: list[str]) -> int:
+    from querit_st.harness import evaluate_command
+
+    return evaluate_command(argv)
+
+
+COMMANDS = {"pretrain": cmd_pretrain, "adapt": cmd_adapt, "merge": cmd_merge, "evaluate": cmd_evaluate, "pipeline": cmd_pipeline}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"querit-st: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO if "-v" in rest or "--verbose" in rest else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    try:
+        return COMMANDS[command](rest)
+    except QueritInputError as e:
+        print(f"querit-st {command}: error: {e}", file=sys.stderr)
+        return 2
+    except FileExistsError as e:
+        print(f"querit-st {command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

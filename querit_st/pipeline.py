@@ -1,0 +1,604 @@
+"""The three-stage recipe driven by one YAML config: pretrain -> label-free adapt -> SLERP merge -> evaluate.
+
+Data flows one way::
+
+    BEIR corpus --querygen--> synthetic queries --DenseRetriever--> candidates --teacher--> soft labels
+    --losses + CrossEncoderTrainer--> adapted checkpoints --slerp--> merged model --harness--> results.json
+
+Stage 2 reads **only** the target's ``corpus.jsonl`` (``querit_st.data.load_corpus``); its queries and qrels are
+opened by the evaluation step alone, after training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from querit_st._utils import QueritInputError, atomic_dir, atomic_write_json, cache_root
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- configuration
+@dataclass
+class TeacherSpec:
+    """One teacher of the ensemble: ``embedding`` (cosine of an embedding model), ``bm25`` or ``cross-encoder``."""
+
+    type: str = "embedding"
+    model: str | None = None
+    weight: float = 1.0
+
+
+@dataclass
+class TrainSpec:
+    """Trainer settings shared by both training stages."""
+
+    loss: str = "hinge"  # hinge | kl | mse
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    learning_rate: float = 3e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    save_steps: int = 200
+    logging_steps: int = 20
+    bf16: bool = False
+    lora: bool = False
+    lora_r: int = 16
+
+
+@dataclass
+class PretrainSpec:
+    datasets: list[str] = field(default_factory=lambda: ["xquad-r-en"])
+    split: str = "train"
+    top_k: int = 30
+    num_candidates: int = 8
+    max_queries_per_dataset: int | None = None
+    gold_bonus: float = 1.0
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+
+@dataclass
+class AdaptSpec:
+    query_generator: str | dict[str, Any] = "terms"
+    num_queries: int = 1000
+    top_k: int = 50
+    num_candidates: int = 16
+    num_bins: int = 16
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+
+@dataclass
+class MergeSpec:
+    t: float | list[float] = 0.5
+    include_stage1: bool = False
+
+
+@dataclass
+class EvalSpec:
+    top_k: int = 100
+    fusion_weight: float = 1.0
+    split: str = "test"
+    max_queries: int | None = None
+    batch_size: int = 64
+
+
+@dataclass
+class PipelineConfig:
+    retriever: str = "minilm-l6"
+    backbone: str = "multilingual-e5-small"
+    max_length: int = 192
+    seed: int = 0
+    data_root: str | None = None
+    stage1_cache: str | None = None
+    teachers: list[TeacherSpec] = field(
+        default_factory=lambda: [TeacherSpec("embedding", "multilingual-e5-small"), TeacherSpec("embedding", "minilm-l6"), TeacherSpec("bm25")]
+    )
+    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
+    adapt: AdaptSpec = field(default_factory=AdaptSpec)
+    merge: MergeSpec = field(default_factory=MergeSpec)
+    evaluate: EvalSpec = field(default_factory=EvalSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def data_dir(self, name: str) -> Path:
+        from querit_st.data import default_data_root
+
+        p = Path(name)
+        if p.is_dir():
+            return p
+        root = Path(self.data_root) if self.data_root else default_data_root()
+        if not (root / name).is_dir():
+            raise QueritInputError(f"dataset {name!r} is neither a folder nor under the data root {str(root)!r}")
+        return root / name
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    """Build a config dataclass from a dict, rejecting unknown keys (never evaluating anything)."""
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise QueritInputError(f"config section {where!r} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise QueritInputError(f"config section {where!r} has unknown key(s) {unknown}; expected some of {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    nested = {"pretrain": PretrainSpec, "adapt": AdaptSpec, "merge": MergeSpec, "evaluate": EvalSpec, "train": TrainSpec}
+    for k, v in values.items():
+        if k in nested:
+            kwargs[k] = _build(nested[k], v, f"{where}.{k}")
+        elif k == "teachers":
+            if not isinstance(v, list) or not v:
+                raise QueritInputError(f"config {where}.teachers must be a non-empty list")
+            kwargs[k] = [_build(TeacherSpec, t, f"{where}.teachers[{i}]") for i, t in enumerate(v)]
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read a YAML config (``yaml.safe_load``: no value is ever evaluated as code); unknown keys are errors."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise QueritInputError(f"config file {str(p)!r} does not exist")
+        try:
+            values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise QueritInputError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        if not isinstance(values, dict):
+            raise QueritInputError(f"config file {str(p)!r} must hold a mapping at the top level")
+    for k, v in (overrides or {}).items():
+        values[k] = v
+    cfg = _build(PipelineConfig, values, "config")
+    for spec in (cfg.pretrain.train, cfg.adapt.train):
+        if spec.loss not in LOSSES:
+            raise QueritInputError(f"unknown loss {spec.loss!r}; expected one of {sorted(LOSSES)}")
+    return cfg
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- factories
+LOSSES: dict[str, str] = {"hinge": "ScoreGapHingeLoss", "kl": "SoftLabelKLLoss", "mse": "SoftLabelMSELoss"}
+
+_LANGUAGES = {"en": "english", "de": "german", "es": "spanish", "ru": "russian", "ar": "arabic", "hi": "hindi", "zh": "chinese"}
+
+
+def guess_language(name: str) -> str:
+    """Language of a shared dataset from its folder name (``xquad-r-de`` -> german; default english)."""
+    suffix = Path(name).name.rsplit("-", 1)[-1]
+    return _LANGUAGES.get(suffix, "english")
+
+
+_RETRIEVERS: dict[str, Any] = {}
+
+
+def build_retriever(name: str) -> Any:
+    """The shared retriever, one instance per process and name."""
+    from querit_st.retriever import DenseRetriever
+
+    if name not in _RETRIEVERS:
+        _RETRIEVERS[name] = DenseRetriever(name)
+    return _RETRIEVERS[name]
+
+
+def build_teacher(specs: list[TeacherSpec], corpus_texts: list[str], language: str = "english") -> Any:
+    """The teacher ensemble (z-normalised per query, weighted sum) for one corpus."""
+    from querit_st import teachers as T
+
+    members, weights = [], []
+    for spec in specs:
+        if spec.type == "embedding":
+            members.append(T.EmbeddingTeacher(build_retriever(spec.model or "minilm-l6")))
+        elif spec.type == "bm25":
+            members.append(T.BM25Teacher(corpus_texts, language=language))
+        elif spec.type in ("cross-encoder", "cross_encoder"):
+            members.append(T.CrossEncoderTeacher(spec.model))
+        else:
+            raise QueritInputError(f"unknown teacher type {spec.type!r}; expected embedding, bm25 or cross-encoder")
+        weights.append(spec.weight)
+    if len(members) == 1:
+        return members[0]
+    return T.EnsembleTeacher(members, weights=weights, normalization="zscore")
+
+
+def build_loss(model: Any, spec: TrainSpec) -> Any:
+    from querit_st import losses
+
+    return getattr(losses, LOSSES[spec.loss])(model, **spec.loss_kwargs)
+
+
+# ----------------------------------------------------------------------------- training
+def _latest_checkpoint(folder: Path) -> Path | None:
+    ckpts = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    return ckpts[-1] if ckpts else None
+
+
+def train_model(
+    model: Any,
+    dataset: Any,
+    spec: TrainSpec,
+    output_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    resume: bool = True,
+    record: dict[str, Any] | None = None,
+) -> Path:
+    """Train ``model`` on a listwise soft-label dataset with ``CrossEncoderTrainer``; save to ``output_dir/model``.
+
+    Checkpoints go to ``output_dir/checkpoints`` every ``save_steps``; with ``resume`` a killed run continues from the
+    last one with the same step count. The final model is written atomically.
+    """
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+
+    output_dir = Path(output_dir)
+    final = output_dir / "model"
+    if final.is_dir() and resume:
+        logger.info("%s exists; skipping training", final)
+        return final
+    ckpt_dir = output_dir / "checkpoints"
+    prompt = model.prompts.get(model.default_prompt_name) if model.default_prompt_name else None
+    if spec.lora:
+        from peft import LoraConfig, TaskType
+
+        model.add_adapter(LoraConfig(task_type=TaskType.SEQ_CLS, r=spec.lora_r, lora_alpha=2 * spec.lora_r, lora_dropout=0.05))
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=spec.epochs,
+        max_steps=spec.max_steps,
+        per_device_train_batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        warmup_ratio=spec.warmup_ratio,
+        weight_decay=spec.weight_decay,
+        logging_steps=spec.logging_steps,
+        save_strategy="steps",
+        save_steps=spec.save_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        bf16=spec.bf16,
+        use_cpu=not _has_cuda(),
+        prompts=prompt or None,
+        dataloader_drop_last=False,
+        disable_tqdm=not sys.stderr.isatty(),
+    )
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=build_loss(model, spec))
+    last = _latest_checkpoint(ckpt_dir) if resume else None
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    elapsed = time.perf_counter() - t0
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    if spec.lora:
+        model.transformers_model.merge_and_unload() if hasattr(model.transformers_model, "merge_and_unload") else None
+    entry = {
+        **(record or {}),
+        "loss": spec.loss,
+        "loss_kwargs": spec.loss_kwargs,
+        "steps": trainer.state.global_step,
+        "rows": len(dataset),
+        "train_seconds": round(elapsed, 1),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "learning_rate": spec.learning_rate,
+        "batch_size": spec.batch_size,
+        "seed": seed,
+    }
+    model.record(stages=entry)
+    with atomic_dir(final, overwrite=True) as tmp:
+        model.save_pretrained(str(tmp))
+    atomic_write_json(output_dir / "train_log.json", {"log_history": trainer.state.log_history, **entry})
+    return final
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# ----------------------------------------------------------------------------- stage 1
+def pretrain_dataset(cfg: PipelineConfig) -> Any:
+    """Labelled ranking data -> listwise soft labels: retriever candidates, teacher scores, gold bonus.
+
+    For each query of each ``pretrain.datasets`` split: the retriever's top ``top_k``; the teacher ensemble scores
+    them (z-normalised per query); the ``num_candidates`` kept are the gold documents plus candidates sampled across
+    teacher-score bins; gold documents get ``max(teacher) + gold_bonus`` so the list's order respects the labels.
+    """
+    from datasets import Dataset
+
+    from querit_st.data import doc_text, load_beir
+    from querit_st.mining import sample_across_bins
+
+    p = cfg.pretrain
+    retriever = build_retriever(cfg.retriever)
+    rows: dict[str, list[Any]] = {"query": [], "documents": [], "scores": []}
+    rng = np.random.default_rng(cfg.seed)
+    for name in p.datasets:
+        data = load_beir(cfg.data_dir(name), split=p.split)
+        texts = {d: doc_text(v) for d, v in data.corpus.items()}
+        teacher = build_teacher(cfg.teachers, list(texts.values()), guess_language(name))
+        queries = {q: data.queries[q] for q in data.qrels if q in data.queries}
+        if p.max_queries_per_dataset:
+            queries = dict(list(queries.items())[: p.max_queries_per_dataset])
+        retriever.index(data.corpus)
+        hits = retriever.search(queries, top_k=p.top_k)
+        for qid, q in queries.items():
+            gold = [d for d, s in data.qrels[qid].items() if s > 0 and d in texts]
+            cands = list(hits[qid].keys())
+            pool = gold + [d for d in cands if d not in gold]
+            t = np.asarray(teacher.score([q] * len(pool), [texts[d] for d in pool]), dtype=np.float64)
+            sd = t.std()
+            t = (t - t.mean()) / sd if sd > 1e-9 else np.zeros_like(t)
+            ng = len(gold)
+            neg_idx = sample_across_bins(t[ng:], max(p.num_candidates - ng, 1), 16, rng) if len(pool) > ng else []
+            keep = list(range(ng)) + [ng + int(i) for i in neg_idx]
+            top_neg = t[ng:].max() if len(pool) > ng else 0.0
+            labels = [float(max(top_neg, t[i]) + p.gold_bonus) if i < ng else float(t[i]) for i in keep]
+            rows["query"].append(q)
+            rows["documents"].append([texts[pool[i]] for i in keep])
+            rows["scores"].append(labels)
+    return Dataset.from_dict(rows).shuffle(seed=cfg.seed)
+
+
+def stage1_dir(cfg: PipelineConfig) -> Path:
+    key = config_hash({"backbone": cfg.backbone, "retriever": cfg.retriever, "max_length": cfg.max_length,
+                       "teachers": [dataclasses.asdict(t) for t in cfg.teachers], "pretrain": dataclasses.asdict(cfg.pretrain),
+                       "seed": cfg.seed})
+    root = Path(cfg.stage1_cache) if cfg.stage1_cache else cache_root() / "stage1"
+    return root / f"{Path(cfg.backbone).name}-{key}"
+
+
+def pretrain(cfg: PipelineConfig, output_dir: str | os.PathLike | None = None, *, resume: bool = True) -> Path:
+    """Stage 1: a cross-encoder from the embedding backbone, trained on labelled ranking data with soft labels.
+
+    Returns the model folder (``<output_dir>/model``); an existing one for the same config is reused.
+    """
+    from querit_st.cross_encoder import QueritCrossEncoder
+
+    out = Path(output_dir) if output_dir else stage1_dir(cfg)
+    if (out / "model").is_dir() and resume:
+        logger.info("reusing stage-1 model %s", out / "model")
+        return out / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = pretrain_dataset(cfg)
+    model = QueritCrossEncoder.from_embedding_model(cfg.backbone, max_length=cfg.max_length)
+    model.record(pipeline="querit-st", backbone=cfg.backbone, retriever=cfg.retriever,
+                 teachers=[dataclasses.asdict(t) for t in cfg.teachers])
+    return train_model(model, dataset, cfg.pretrain.train, out, seed=cfg.seed, resume=resume,
+                       record={"stage": "pretrain", "datasets": cfg.pretrain.datasets, "split": cfg.pretrain.split})
+
+
+# ----------------------------------------------------------------------------- stage 2
+def adapt(
+    cfg: PipelineConfig,
+    target: str | os.PathLike,
+    base_model: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    seed: int | None = None,
+    resume: bool = True,
+) -> Path:
+    """Stage 2 on one target corpus, label-free: only ``corpus.jsonl`` is read.
+
+    Synthetic queries -> shared retriever -> teacher ensemble -> 16-bin sampled soft labels (mined in resumable
+    shards under ``output_dir/mined``) -> training from ``base_model``. Returns ``output_dir/model``.
+    """
+    from querit_st.cross_encoder import QueritCrossEncoder
+    from querit_st.data import doc_text, load_corpus
+    from querit_st.mining import mine_soft_labels, to_listwise
+    from querit_st.querygen import make_query_generator
+
+    seed = cfg.seed if seed is None else seed
+    target = cfg.data_dir(str(target))
+    out = Path(output_dir)
+    if (out / "model").is_dir() and resume:
+        return out / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = load_corpus(target)  # never the queries or qrels
+    texts = {d: doc_text(v) for d, v in corpus.items()}
+    a = cfg.adapt
+    teacher = build_teacher(cfg.teachers, list(texts.values()), guess_language(target.name))
+    retriever = build_retriever(cfg.retriever)
+    retriever.index(corpus)
+    generator = make_query_generator(a.query_generator if isinstance(a.query_generator, (str, dict)) else "terms", seed=seed)
+    mined = mine_soft_labels(
+        texts, retriever, teacher,
+        query_generator=generator, num_queries=a.num_queries, top_k=a.top_k,
+        num_candidates=a.num_candidates, num_bins=a.num_bins, output_dir=out / "mined", seed=seed,
+        resume=resume, show_progress_bar=False,
+    )
+    dataset = to_listwise(mined).shuffle(seed=seed)
+    model = QueritCrossEncoder(str(base_model), max_length=cfg.max_length)
+    return train_model(model, dataset, a.train, out, seed=seed, resume=resume,
+                       record={"stage": "adapt", "target": target.name, "reads": "corpus.jsonl only",
+                               "num_queries": len(mined), "query_generator": a.query_generator,
+                               "from": str(base_model)})
+
+
+# ----------------------------------------------------------------------------- stage 3 + evaluation
+def merge_checkpoints(paths: list[Path], output_dir: str | os.PathLike, t: float | list[float] = 0.5, *, overwrite: bool = True) -> Path:
+    """Stage 3: SLERP two checkpoints (``t``), or N by sequential SLERP with equal shares."""
+    from querit_st import merge as M
+
+    if len(paths) == 1:
+        with atomic_dir(output_dir, overwrite=overwrite) as tmp:
+            shutil.copytree(paths[0], tmp, dirs_exist_ok=True)
+        return Path(output_dir)
+    if len(paths) == 2:
+        return Path(M.slerp_merge(str(paths[0]), str(paths[1]), t=t, output_dir=str(output_dir), overwrite=overwrite, show_progress_bar=False))
+    return Path(M.slerp_merge_many([str(p) for p in paths], output_dir=str(output_dir), overwrite=overwrite, show_progress_bar=False))
+
+
+def evaluate_models(
+    cfg: PipelineConfig,
+    target: str | os.PathLike,
+    models: dict[str, str | os.PathLike],
+    *,
+    include_teacher: bool = True,
+) -> dict[str, Any]:
+    """Retriever alone, the teacher ensemble (no training) and each model (fused with the retriever's score)."""
+    from querit_st.cross_encoder import QueritCrossEncoder
+    from querit_st.data import doc_text, load_beir
+    from querit_st.evaluation import compute_metrics, evaluate_reranking, per_query_ndcg, rerank_results
+
+    e = cfg.evaluate
+    data = load_beir(cfg.data_dir(str(target)), split=e.split)
+    retriever = build_retriever(cfg.retriever)
+    rerankers = {name: QueritCrossEncoder(str(path), max_length=cfg.max_length) for name, path in models.items()}
+    report = evaluate_reranking(data, retriever, rerankers, top_k=e.top_k, batch_size=e.batch_size,
+                                fusion_weight=e.fusion_weight, max_queries=e.max_queries)
+    queries = {q: data.queries[q] for q in report["per_query_nDCG@10"]["retriever"]}
+    first = retriever.search(queries, top_k=e.top_k)
+    qrels = {q: data.qrels[q] for q in queries}
+    if include_teacher:
+        texts = [doc_text(v) for v in data.corpus.values()]
+        teacher = build_teacher(cfg.teachers, texts, guess_language(Path(str(target)).name))
+        res = rerank_results(teacher.score, queries, data.corpus, first, e.top_k)
+        report["teacher_ensemble"] = compute_metrics(qrels, res, (10, e.top_k))
+        report["per_query_nDCG@10"]["teacher_ensemble"] = per_query_ndcg(qrels, res)
+    if e.fusion_weight:
+        for name, model in rerankers.items():  # the un-fused numbers, for honesty
+            res = rerank_results(model, queries, data.corpus, first, e.top_k, batch_size=e.batch_size)
+            report[f"{name} (no fusion)"] = compute_metrics(qrels, res, (10, e.top_k))
+    report["dataset"] = data.name
+    report["checksum"] = data.checksum
+    return report
+
+
+def results_table(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown table of nDCG@10 per target (rows) and system (columns)."""
+    systems: list[str] = []
+    for rep in results.values():
+        for k, v in rep.items():
+            if isinstance(v, dict) and "nDCG@10" in v and k not in systems:
+                systems.append(k)
+    head = "| target | " + " | ".join(systems) + " |"
+    sep = "|---" * (len(systems) + 1) + "|"
+    lines = [head, sep]
+    for target, rep in results.items():
+        cells = [f"{rep[s]['nDCG@10']:.4f}" if s in rep else "" for s in systems]
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bar_chart(results: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path | None:
+    """A PNG bar chart of nDCG@10 per target and system (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib not installed; no chart")
+        return None
+    targets = list(results)
+    systems = [k for k, v in next(iter(results.values())).items() if isinstance(v, dict) and "nDCG@10" in v and "no fusion" not in k]
+    width = 0.8 / max(len(systems), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(targets)), 4))
+    for i, s in enumerate(systems):
+        vals = [results[t].get(s, {}).get("nDCG@10", 0.0) for t in targets]
+        ax.bar(np.arange(len(targets)) + i * width, vals, width, label=s)
+    ax.set_xticks(np.arange(len(targets)) + 0.4 - width / 2)
+    ax.set_xticklabels(targets)
+    ax.set_ylabel("nDCG@10")
+    ax.set_title("querit-st: retriever vs rerankers")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    return {"cpu_count": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform(), "python": sys.version.split()[0]}
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    targets: list[str],
+    output_dir: str | os.PathLike,
+    *,
+    resume: bool = True,
+    evaluate: bool = True,
+) -> dict[str, Any]:
+    """All stages: stage 1 (cached), stage 2 per target and seed, merge, and evaluation when targets have qrels.
+
+    Writes ``output_dir/results.json``, ``output_dir/results.png`` and returns the results.
+    """
+    if not targets:
+        raise QueritInputError("no targets given; expected at least one BEIR folder")
+    for t in targets:  # fail early, before hours of training
+        if not (cfg.data_dir(t) / "corpus.jsonl").is_file():
+            raise QueritInputError(f"target {t!r} has no corpus.jsonl")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    stage1 = pretrain(cfg, resume=resume)
+    timings["pretrain"] = time.perf_counter() - t0
+    adapted: list[Path] = []
+    names: dict[str, Path] = {}
+    for t in targets:
+        for seed in cfg.adapt.seeds:
+            t1 = time.perf_counter()
+            name = f"adapt-{Path(t).name}-s{seed}"
+            path = adapt(cfg, t, stage1, out / name, seed=seed, resume=resume)
+            timings[name] = time.perf_counter() - t1
+            adapted.append(path)
+            names[name] = path
+    t1 = time.perf_counter()
+    to_merge = ([stage1] if cfg.merge.include_stage1 else []) + adapted
+    merged = merge_checkpoints(to_merge, out / "merged", t=cfg.merge.t)
+    timings["merge"] = time.perf_counter() - t1
+    results: dict[str, Any] = {}
+    if evaluate:
+        for t in targets:
+            if not (cfg.data_dir(t) / "qrels" / f"{cfg.evaluate.split}.tsv").is_file():
+                continue
+            t1 = time.perf_counter()
+            models = {"stage1": stage1, **{n: p for n, p in names.items()}, "merged": merged}
+            results[Path(t).name] = evaluate_models(cfg, t, models)
+            timings[f"evaluate-{Path(t).name}"] = time.perf_counter() - t1
+    summary = {
+        "command": " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine_info(),
+        "config": cfg.to_dict(),
+        "stage1": str(stage1),
+        "adapted": {n: str(p) for n, p in names.items()},
+        "merged": str(merged),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "results": results,
+    }
+    atomic_write_json(out / "results.json", summary)
+    if results:
+        summary["table"] = results_table(results)
+        chart = bar_chart(results, out / "results.png")
+        summary["chart"] = str(chart) if chart else None
+        atomic_write_json(out / "results.json", summary)
+    return summary

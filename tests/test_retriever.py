@@ -1,0 +1,90 @@
+"""DenseRetriever: BEIR-style results, chunked exact search, the embedding cache, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from querit_st import DenseRetriever, load_beir
+from querit_st._utils import QueritInputError
+from querit_st.retriever import exact_topk
+
+CORPUS = {
+    "d1": {"title": "magnetic", "text": "the magnetic field of a current"},
+    "d2": {"title": "", "text": "super bowl football league points"},
+    "d3": {"title": "energy", "text": "energy of a wave in a circuit"},
+    "d4": {"title": "", "text": "city university school national"},
+}
+
+
+@pytest.fixture()
+def retriever(tiny_embedding_dir, tmp_path) -> DenseRetriever:
+    return DenseRetriever(str(tiny_embedding_dir), cache_dir=tmp_path / "cache")
+
+
+def test_search_returns_beir_results(retriever):
+    retriever.index(CORPUS)
+    res = retriever.search({"q1": "magnetic current", "q2": "football points"}, top_k=3)
+    assert set(res) == {"q1", "q2"} and all(len(v) == 3 for v in res.values())
+    q = retriever.encode_queries(["magnetic current"])[0]
+    manual = retriever.embeddings @ q
+    best = retriever.doc_ids[int(np.argmax(manual))]
+    assert max(res["q1"], key=res["q1"].get) == best
+    assert abs(res["q1"][best] - float(manual.max())) < 1e-5
+    assert len(retriever.search(["x y"], top_k=100)["0"]) == 4  # capped at corpus size
+
+
+def test_cache_reused_and_invalidated(retriever, tmp_path):
+    retriever.index(CORPUS)
+    assert not retriever.last_index_from_cache
+    first = retriever.embeddings.copy()
+    retriever.index(CORPUS)
+    assert retriever.last_index_from_cache
+    np.testing.assert_array_equal(first, retriever.embeddings)
+    changed = dict(CORPUS, d4={"title": "", "text": "a different document about temperature"})
+    retriever.index(changed)
+    assert not retriever.last_index_from_cache
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+
+
+def test_corrupt_cache_is_reencoded(retriever, tmp_path):
+    retriever.index(CORPUS)
+    (f,) = list((tmp_path / "cache").glob("*.npy"))
+    f.write_bytes(f.read_bytes()[:40])  # a torn write
+    retriever.index(CORPUS)
+    assert not retriever.last_index_from_cache and retriever.embeddings.shape[0] == 4
+
+
+def test_exact_topk_chunked_equals_full():
+    rng = np.random.default_rng(0)
+    q, d = rng.normal(size=(5, 8)).astype(np.float32), rng.normal(size=(103, 8)).astype(np.float32)
+    s1, i1 = exact_topk(q, d, 10, chunk_size=7)
+    s2, i2 = exact_topk(q, d, 10, chunk_size=1000)
+    np.testing.assert_array_equal(i1, i2)
+    full = np.argsort(-(q @ d.T), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(i1, full)
+
+
+def test_bad_input(retriever):
+    with pytest.raises(QueritInputError, match="empty"):
+        retriever.index({})
+    with pytest.raises(QueritInputError, match="before index"):
+        DenseRetriever.search(retriever, ["q"])
+    with pytest.raises(QueritInputError, match=r"corpus\['x'\]"):
+        retriever.index({"x": {"title": "", "text": ""}})
+    retriever.index(CORPUS)
+    with pytest.raises(QueritInputError, match=r"queries\['q'\]"):
+        retriever.search({"q": ""})
+    with pytest.raises(QueritInputError, match="top_k"):
+        retriever.search({"q": "a"}, top_k=0)
+    with pytest.raises(QueritInputError):
+        DenseRetriever("")
+
+
+def test_real_beir_folder_retrieval(tiny_embedding_dir, shared_data, tmp_path):
+    from querit_st.evaluation import evaluate_reranking
+
+    data = load_beir(shared_data / "xquad-r-en", split="test")
+    assert len(data.queries) == 265 and data.checksum
+    rep = evaluate_reranking(data, DenseRetriever(str(tiny_embedding_dir), cache_dir=tmp_path), top_k=100, max_queries=40)
+    assert 0.0 <= rep["retriever"]["nDCG@10"] <= 1.0 and rep["num_queries"] == 40
