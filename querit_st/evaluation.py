@@ -60,6 +60,58 @@ def paired_stderr(a: Mapping[str, float], b: Mapping[str, float]) -> float:
     return float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
+def score_candidates(
+    reranker: Any,
+    queries: Mapping[str, str],
+    corpus: Mapping[str, Any],
+    first_stage: Results,
+    top_k: int = 100,
+    *,
+    batch_size: int = 64,
+    instruction: str | None = None,
+) -> list[tuple[str, list[str], np.ndarray, np.ndarray]]:
+    """Score each query's first-stage top-``k`` with ``reranker``: ``[(qid, doc_ids, reranker, first_stage)]``.
+
+    ``reranker`` is any sentence-transformers ``CrossEncoder`` (a ``QueritCrossEncoder`` uses its default prompt) or
+    a callable ``(queries: list[str], docs: list[str]) -> scores`` (e.g. a teacher's ``score``). All pairs go to one
+    ``predict`` call so length-sorted batching works across queries.
+    """
+    groups, pairs = [], []
+    for qid, hits in first_stage.items():
+        if qid not in queries:
+            continue
+        top = sorted(hits.items(), key=lambda kv: -kv[1])[:top_k]
+        start = len(pairs)
+        for did, _ in top:
+            doc = corpus[did]
+            pairs.append((queries[qid], doc if isinstance(doc, str) else doc_text(doc)))
+        groups.append((qid, [d for d, _ in top], np.array([s for _, s in top], dtype=np.float64), start, len(pairs)))
+    if not pairs:
+        return []
+    if callable(reranker) and not hasattr(reranker, "predict"):
+        scores = np.asarray(reranker([p[0] for p in pairs], [p[1] for p in pairs]), dtype=np.float64)
+    else:
+        import torch
+
+        kwargs: dict[str, Any] = {"batch_size": batch_size, "show_progress_bar": False, "activation_fn": torch.nn.Identity()}
+        if instruction is not None:
+            kwargs["instruction"] = instruction
+        scores = np.asarray(reranker.predict(pairs, **kwargs), dtype=np.float64)
+    return [(qid, dids, scores[s:e], fs) for qid, dids, fs, s, e in groups]
+
+
+def fuse_results(scored: list[tuple[str, list[str], np.ndarray, np.ndarray]], fusion_weight: float = 0.0) -> Results:
+    """Turn :func:`score_candidates` output into results, fusing ``z(reranker) + w * z(first stage)`` when w > 0."""
+    from querit_st.cross_encoder import fuse_scores
+
+    out: Results = {}
+    for qid, dids, sc, fs in scored:
+        if fusion_weight:
+            sc = fuse_scores(sc, fs, fusion_weight)
+        out[qid] = {d: float(v) for d, v in zip(dids, sc)}
+    return out
+
+
 def rerank_results(
     reranker: Any,
     queries: Mapping[str, str],
@@ -71,44 +123,10 @@ def rerank_results(
     fusion_weight: float = 0.0,
     instruction: str | None = None,
 ) -> Results:
-    """Rerank each query's first-stage top-``k`` with ``reranker``.
-
-    ``reranker`` is any sentence-transformers ``CrossEncoder`` (a ``QueritCrossEncoder`` uses its default prompt) or
-    a callable ``(queries: list[str], docs: list[str]) -> scores`` (e.g. a teacher's ``score``). All pairs are scored
-    in one ``predict`` call so length-sorted batching works across queries. With ``fusion_weight > 0`` the final
-    score is ``z(reranker) + fusion_weight * z(first stage)`` per query (no extra model at query time).
-    """
-    from querit_st.cross_encoder import fuse_scores
-
-    qids, pairs, spans = [], [], []
-    for qid, hits in first_stage.items():
-        if qid not in queries:
-            continue
-        top = sorted(hits.items(), key=lambda kv: -kv[1])[:top_k]
-        start = len(pairs)
-        for did, _ in top:
-            doc = corpus[did]
-            pairs.append((queries[qid], doc if isinstance(doc, str) else doc_text(doc)))
-        qids.append((qid, [d for d, _ in top], np.array([s for _, s in top], dtype=np.float64)))
-        spans.append((start, len(pairs)))
-    if not pairs:
-        return {}
-    if callable(reranker) and not hasattr(reranker, "predict"):
-        scores = np.asarray(reranker([p[0] for p in pairs], [p[1] for p in pairs]), dtype=np.float64)
-    else:
-        import torch
-
-        kwargs: dict[str, Any] = {"batch_size": batch_size, "show_progress_bar": False, "activation_fn": torch.nn.Identity()}
-        if instruction is not None:
-            kwargs["instruction"] = instruction
-        scores = np.asarray(reranker.predict(pairs, **kwargs), dtype=np.float64)
-    out: Results = {}
-    for (qid, dids, fs), (s, e) in zip(qids, spans):
-        sc = scores[s:e]
-        if fusion_weight:
-            sc = fuse_scores(sc, fs, fusion_weight)
-        out[qid] = {d: float(v) for d, v in zip(dids, sc)}
-    return out
+    """Rerank each query's first-stage top-``k``; with ``fusion_weight > 0`` the final score is
+    ``z(reranker) + fusion_weight * z(first stage)`` per query (the retriever's score costs nothing at query time)."""
+    scored = score_candidates(reranker, queries, corpus, first_stage, top_k, batch_size=batch_size, instruction=instruction)
+    return fuse_results(scored, fusion_weight)
 
 
 def evaluate_reranking(
@@ -122,6 +140,7 @@ def evaluate_reranking(
     k_values: tuple[int, ...] = (10, 100),
     queries: Mapping[str, str] | None = None,
     max_queries: int | None = None,
+    report_unfused: bool = True,
 ) -> dict[str, Any]:
     """Retriever alone vs each reranker on one BEIR split.
 
@@ -133,6 +152,7 @@ def evaluate_reranking(
         fusion_weight: fuse the retriever's score into each reranker's (see :func:`rerank_results`).
         queries: override the queries (cross-lingual runs: queries of one language, corpus of another).
         max_queries: evaluate only the first ``n`` queries (quick checks).
+        report_unfused: with fusion, also report each reranker alone (same scores, no extra pass).
 
     Returns:
         ``{"retriever": metrics, "<name>": metrics, ..., "per_query": {...}, "timing_s": {...}}``.
@@ -153,12 +173,16 @@ def evaluate_reranking(
     per_query = {"retriever": per_query_ndcg(qrels, first)}
     for name, model in (rerankers or {}).items():
         t0 = time.perf_counter()
-        res = rerank_results(model, queries, data.corpus, first, top_k, batch_size=batch_size, fusion_weight=fusion_weight)
+        scored = score_candidates(model, queries, data.corpus, first, top_k, batch_size=batch_size)
         timing[name] = time.perf_counter() - t0
-        report[name] = compute_metrics(qrels, res, ks)
-        per_query[name] = per_query_ndcg(qrels, res)
-        report[name]["delta_nDCG@10_vs_retriever"] = report[name]["nDCG@10"] - report["retriever"]["nDCG@10"]
-        report[name]["stderr_delta_nDCG@10"] = paired_stderr(per_query["retriever"], per_query[name])
+        variants = {name: fuse_results(scored, fusion_weight)}
+        if fusion_weight and report_unfused:  # same scores, no second pass
+            variants[f"{name} (no fusion)"] = fuse_results(scored, 0.0)
+        for vname, res in variants.items():
+            report[vname] = compute_metrics(qrels, res, ks)
+            per_query[vname] = per_query_ndcg(qrels, res)
+            report[vname]["delta_nDCG@10_vs_retriever"] = report[vname]["nDCG@10"] - report["retriever"]["nDCG@10"]
+            report[vname]["stderr_delta_nDCG@10"] = paired_stderr(per_query["retriever"], per_query[vname])
     report["per_query_nDCG@10"] = per_query
     report["timing_s"] = timing
     report["num_queries"] = len(queries)

@@ -478,10 +478,6 @@ def evaluate_models(
         res = rerank_results(teacher.score, queries, data.corpus, first, e.top_k)
         report["teacher_ensemble"] = compute_metrics(qrels, res, (10, e.top_k))
         report["per_query_nDCG@10"]["teacher_ensemble"] = per_query_ndcg(qrels, res)
-    if e.fusion_weight:
-        for name, model in rerankers.items():  # the un-fused numbers, for honesty
-            res = rerank_results(model, queries, data.corpus, first, e.top_k, batch_size=e.batch_size)
-            report[f"{name} (no fusion)"] = compute_metrics(qrels, res, (10, e.top_k))
     report["dataset"] = data.name
     report["checksum"] = data.checksum
     return report
@@ -581,7 +577,8 @@ def run_pipeline(
             if not (cfg.data_dir(t) / "qrels" / f"{cfg.evaluate.split}.tsv").is_file():
                 continue
             t1 = time.perf_counter()
-            models = {"stage1": stage1, **{n: p for n, p in names.items()}, "merged": merged}
+            own = {n: p for n, p in names.items() if n.startswith(f"adapt-{Path(t).name}-s")}
+            models = {"stage1": stage1, **own, "merged": merged}
             results[Path(t).name] = evaluate_models(cfg, t, models)
             timings[f"evaluate-{Path(t).name}"] = time.perf_counter() - t1
     summary = {
