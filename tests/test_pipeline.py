@@ -1,0 +1,136 @@
+"""The whole pipeline end to end with tiny models on a slice of shared data; label-free adaptation never
+opens the target's queries or qrels; configs reject unknown keys; the CLI exits 2 on bad input."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from querit_st._utils import QueritInputError
+from querit_st.cli import main as cli_main
+from querit_st.pipeline import adapt, load_config, run_pipeline
+
+
+def _slice(src: Path, dst: Path, n_queries: int = 12) -> Path:
+    """A small BEIR folder: the test queries' relevant documents plus their articles' neighbours."""
+    from querit_st.data import load_beir
+
+    data = load_beir(src, split="test")
+    qids = list(data.qrels)[:n_queries]
+    rel = {d for q in qids for d in data.qrels[q]}
+    keep = [d for d in data.corpus if d in rel or int(d.split("-")[0][1:]) % 7 == 0][:150]
+    (dst / "qrels").mkdir(parents=True)
+    with open(dst / "corpus.jsonl", "w") as f:
+        for d in keep:
+            f.write(json.dumps({"_id": d, **data.corpus[d]}) + "\n")
+    with open(dst / "queries.jsonl", "w") as f:
+        for q in qids:
+            f.write(json.dumps({"_id": q, "text": data.queries[q]}) + "\n")
+    with open(dst / "qrels" / "test.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for q in qids:
+            for d, s in data.qrels[q].items():
+                if d in keep:
+                    f.write(f"{q}\t{d}\t{s}\n")
+    return dst
+
+
+@pytest.fixture()
+def tiny_config(tiny_embedding_dir, shared_data, tmp_path) -> Path:
+    train = {"loss": "hinge", "max_steps": 4, "batch_size": 2, "learning_rate": 1e-3, "save_steps": 2, "logging_steps": 1}
+    cfg = {
+        "retriever": str(tiny_embedding_dir),
+        "backbone": str(tiny_embedding_dir),
+        "max_length": 64,
+        "data_root": str(shared_data),
+        "stage1_cache": str(tmp_path / "stage1"),
+        "teachers": [{"type": "embedding", "model": str(tiny_embedding_dir)}, {"type": "bm25"}],
+        "pretrain": {"datasets": ["xquad-r-en"], "top_k": 10, "num_candidates": 4, "max_queries_per_dataset": 8, "train": train},
+        "adapt": {"num_queries": 10, "top_k": 10, "num_candidates": 4, "seeds": [0], "train": train},
+        "merge": {"t": 0.5},
+        "evaluate": {"top_k": 10, "fusion_weight": 1.0},
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_pipeline_end_to_end(tiny_config, shared_data, tmp_path):
+    a = _slice(shared_data / "xquad-r-de", tmp_path / "de")
+    b = _slice(shared_data / "xquad-r-es", tmp_path / "es")
+    out = tmp_path / "run"
+    code = cli_main(["pipeline", "--config", str(tiny_config), "--target", str(a), str(b), "--output", str(out)])
+    assert code == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert set(summary["results"]) == {"de", "es"}
+    for rep in summary["results"].values():
+        for system in ("retriever", "teacher_ensemble", "stage1", "merged", "merged (no fusion)"):
+            assert 0.0 <= rep[system]["nDCG@10"] <= 1.0
+    assert (out / "results.png").stat().st_size > 1000
+    merged_cfg = json.loads((Path(summary["merged"]) / "config_sentence_transformers.json").read_text())
+    assert merged_cfg["default_prompt_name"] == "querit"
+    from sentence_transformers import CrossEncoder
+
+    assert CrossEncoder(summary["merged"]).predict([("eine frage", "ein satz")]).shape == ()
+    # stage 1 is cached: a second pipeline run reuses every stage
+    before = os.path.getmtime(Path(summary["stage1"]) / "model.safetensors")
+    assert cli_main(["pipeline", "--config", str(tiny_config), "--target", str(a), "--output", str(tmp_path / "run2")]) == 0
+    assert os.path.getmtime(Path(summary["stage1"]) / "model.safetensors") == before
+
+
+def test_adaptation_never_reads_queries_or_qrels(tiny_config, shared_data, tmp_path, monkeypatch):
+    target = _slice(shared_data / "xquad-r-de", tmp_path / "target")
+    base = tmp_path / "base"
+    from querit_st.cross_encoder import QueritCrossEncoder
+
+    cfg = load_config(tiny_config)
+    QueritCrossEncoder.from_embedding_model(cfg.backbone, max_length=64).save_pretrained(str(base))
+    opened: list[str] = []
+    real_open, real_io_open = builtins.open, io.open
+
+    def spy(file, *args, **kwargs):
+        name = os.fspath(file) if isinstance(file, (str, os.PathLike)) else ""
+        if name.startswith(str(target)) and ("queries" in name or "qrels" in name):
+            raise AssertionError(f"adaptation opened {name}")
+        opened.append(name)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy)
+    monkeypatch.setattr(io, "open", spy)
+    path = adapt(cfg, target, base, tmp_path / "adapted")
+    monkeypatch.setattr(builtins, "open", real_open)
+    monkeypatch.setattr(io, "open", real_io_open)
+    assert (path / "config.json").is_file()
+    assert any(o.endswith("corpus.jsonl") for o in opened)
+    # and a target with nothing but a corpus adapts too
+    only = tmp_path / "only-corpus"
+    only.mkdir()
+    (only / "corpus.jsonl").write_bytes((target / "corpus.jsonl").read_bytes())
+    assert (adapt(cfg, only, base, tmp_path / "adapted2") / "config.json").is_file()
+
+
+def test_config_rejects_unknown_keys_and_cli_exit_codes(tmp_path, tiny_config, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("retriever: minilm-l6\nadapt: {num_querys: 5}\n")
+    with pytest.raises(QueritInputError, match=r"config.adapt.*num_querys"):
+        load_config(bad)
+    bad.write_text("pretrain: {train: {loss: focal}}\n")
+    with pytest.raises(QueritInputError, match="unknown loss 'focal'"):
+        load_config(bad)
+    bad.write_text("retriever: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(QueritInputError, match="not valid YAML"):
+        load_config(bad)
+    assert cli_main(["pipeline", "--config", str(tmp_path / "missing.yaml"), "--target", "x", "--output", str(tmp_path / "o")]) == 2
+    assert cli_main(["pipeline", "--config", str(tiny_config), "--target", str(tmp_path / "nope"), "--output", str(tmp_path / "o2")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "o2" / "results.json").exists()
+    assert cli_main(["frobnicate"]) == 2
+    with pytest.raises(SystemExit) as e:
+        cli_main(["adapt"])  # argparse: missing --target
+    assert e.value.code == 2
