@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,33 @@ def _transformer_subfolder(folder: Path) -> Path:
     return folder
 
 
+class _QueritModuleClasses(Mapping):
+    """``modules.json`` class refs of querit_st's own modules, imported on first lookup.
+
+    sentence-transformers refuses to import a module class outside ``sentence_transformers.*`` unless
+    ``trust_remote_code=True``, except the classes a model lists in ``_module_classes``. These are installed code the
+    caller already runs, so listing them is not remote code.
+    """
+
+    refs: tuple[str, ...] = ("querit_st.decoder.QueritDecoderScorer",)
+
+    def __getitem__(self, ref: str) -> type:
+        if ref not in self.refs:
+            raise KeyError(ref)
+        from sentence_transformers.util import import_from_string
+
+        return import_from_string(ref)
+
+    def __contains__(self, ref: object) -> bool:
+        return ref in self.refs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.refs)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+
 class QueritCrossEncoder(CrossEncoder):
     """A :class:`~sentence_transformers.CrossEncoder` for Querit-style reranking.
 
@@ -95,9 +122,23 @@ class QueritCrossEncoder(CrossEncoder):
             model.rerank("what is a dielectric?", ["a dielectric is an insulator ...", "the sun is a star"])
     """
 
+    _module_classes = _QueritModuleClasses()
+
     def __init__(self, *args: Any, training_record: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.training_record: dict[str, Any] = dict(training_record or {})
         super().__init__(*args, **kwargs)
+
+    def _load_default_modules(self, model_name_or_path: str, *args: Any, **kwargs: Any) -> Any:
+        """A released Querit decoder checkpoint (decoder config + 2-way head) loads through
+        :class:`~querit_st.decoder.QueritDecoderScorer`; anything else as ``CrossEncoder`` does."""
+        from querit_st.decoder import QueritDecoderScorer, is_querit_checkpoint
+
+        if is_querit_checkpoint(model_name_or_path):
+            if self.activation_fn is None:
+                self.activation_fn = torch.nn.Identity()
+            trust = bool(kwargs.get("trust_remote_code", False))
+            return [QueritDecoderScorer.from_checkpoint(model_name_or_path, trust_remote_code=trust)], {}
+        return super()._load_default_modules(model_name_or_path, *args, **kwargs)
 
     # ------------------------------------------------------------------ construction
     @classmethod
