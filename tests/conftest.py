@@ -12,6 +12,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import torch  # noqa: E402
+
+# Tiny models are dominated by threading overhead; one thread is both faster and steadier on 2 shared cores.
+torch.set_num_threads(1)
+
 DATA_ROOT = Path(os.environ.get("QUERIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -41,7 +46,7 @@ def build_tiny_bert(folder: Path, *, num_labels: int | None = 1, seed: int = 0, 
     folder.mkdir(parents=True, exist_ok=True)
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join(_vocab()) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=128)
+    tok = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True, model_max_length=128)  # transformers 5: vocab=, not vocab_file=
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(_vocab()), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                      intermediate_size=2 * hidden, max_position_embeddings=160, num_labels=num_labels or 1)
