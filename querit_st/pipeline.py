@@ -269,7 +269,7 @@ def train_model(
         max_steps=spec.max_steps,
         per_device_train_batch_size=spec.batch_size,
         learning_rate=spec.learning_rate,
-        warmup_ratio=spec.warmup_ratio,
+        warmup_steps=spec.warmup_ratio,  # a float < 1 is a ratio in transformers 5
         weight_decay=spec.weight_decay,
         logging_steps=spec.logging_steps,
         save_strategy="steps",

@@ -77,7 +77,7 @@ def test_pipeline_end_to_end(tiny_config, shared_data, tmp_path):
     assert merged_cfg["default_prompt_name"] == "querit"
     from sentence_transformers import CrossEncoder
 
-    assert CrossEncoder(summary["merged"]).predict([("eine frage", "ein satz")]).shape == ()
+    assert CrossEncoder(summary["merged"]).predict([("eine frage", "ein satz")]).shape == (1,)
     # stage 1 is cached: a second pipeline run reuses every stage
     before = os.path.getmtime(Path(summary["stage1"]) / "model.safetensors")
     assert cli_main(["pipeline", "--config", str(tiny_config), "--target", str(a), "--output", str(tmp_path / "run2")]) == 0
