@@ -350,15 +350,15 @@ def score_gap_hinge_loss(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _check_finite(values: Tensor, where: str) -> None:
-    bad = (~torch.isfinite(values)).nonzero()
-    if bad.numel() > 0:
-        position = int(bad[0, 0]) if values.dim() > 0 else 0
-        value = float(values.reshape(-1)[position])
-        kind = "NaN" if math.isnan(value) else "infinite"
-        raise QueritInputError(
-            f"{where}: teacher score at position {position} is {kind} ({value}); expected finite teacher scores"
-        )
+def _first_nonfinite(values: Tensor) -> tuple[int, str] | None:
+    """Index and kind ("NaN" / "infinite (inf)") of the first non-finite entry of ``values``, or None."""
+    flat = values.reshape(-1)
+    bad = (~torch.isfinite(flat)).nonzero()
+    if bad.numel() == 0:
+        return None
+    index = int(bad[0, 0])
+    value = float(flat[index])
+    return index, "NaN" if math.isnan(value) else f"infinite ({value})"
 
 
 def _is_listwise(documents: Sequence[Any], loss_name: str) -> bool:
@@ -425,7 +425,11 @@ def _listwise_teacher_rows(documents: Sequence[Sequence[str]], labels: Any, loss
                 f"{loss_name}: row {i} has {len(docs)} documents but {scores.numel()} teacher scores; "
                 "expected one score per document"
             )
-        _check_finite(scores, f"{loss_name}: row {i}")
+        bad = _first_nonfinite(scores)
+        if bad is not None:
+            raise QueritInputError(
+                f"{loss_name}: row {i}: teacher score at position {bad[0]} is {bad[1]}; expected finite teacher scores"
+            )
         rows.append(scores)
     return rows
 
@@ -447,8 +451,9 @@ def _pointwise_teacher_scores(labels: Any, batch_size: int, loss_name: str) -> T
             f"labels with shape {tuple(scores.shape)}"
         )
     scores = scores.reshape(-1)
-    for i in range(batch_size):
-        _check_finite(scores[i : i + 1], f"{loss_name}: row {i}")
+    bad = _first_nonfinite(scores)
+    if bad is not None:
+        raise QueritInputError(f"{loss_name}: row {bad[0]}: teacher score is {bad[1]}; expected finite teacher scores")
     return scores
 
 
@@ -692,6 +697,12 @@ class SoftLabelKLLoss(_SoftLabelLoss):
 
             The number of documents per query can vary between samples. Shorter lists are padded and masked, so
             every query's value equals the one computed on its own, unpadded list.
+
+        .. note::
+
+            No ``temperature ** 2`` factor is applied: Hinton et al. multiply the distillation term by it to keep
+            gradient magnitudes comparable across temperatures. Scale the loss yourself (e.g. with a loss weight)
+            if you compare or mix runs at different temperatures.
 
         Args:
             model (:class:`~sentence_transformers.cross_encoder.model.CrossEncoder`): A CrossEncoder model to be trained.
