@@ -127,6 +127,19 @@ class QueritCrossEncoder(CrossEncoder):
     def __init__(self, *args: Any, training_record: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.training_record: dict[str, Any] = dict(training_record or {})
         super().__init__(*args, **kwargs)
+        self._clamp_max_length()
+
+    def _clamp_max_length(self) -> None:
+        """Never truncate beyond the backbone's position table (a too-large ``max_length`` would crash)."""
+        try:
+            config = self.model.config if self.model is not None else None
+            limit = getattr(config, "max_position_embeddings", None)
+            if limit and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+                limit -= 2  # position ids start after the padding index
+            if limit and self.max_seq_length and self.max_seq_length > limit:
+                self.max_seq_length = limit
+        except (AttributeError, TypeError):
+            pass
 
     def _load_default_modules(self, model_name_or_path: str, *args: Any, **kwargs: Any) -> Any:
         """A released Querit decoder checkpoint (decoder config + 2-way head) loads through

@@ -59,6 +59,7 @@ class TrainSpec:
     bf16: bool = False
     lora: bool = False
     lora_r: int = 16
+    freeze_embeddings: bool = True  # e5's 250k x 384 word embeddings: dense AdamW updates dominate CPU step time
 
 
 @dataclass
@@ -259,6 +260,8 @@ def train_model(
         return final
     ckpt_dir = output_dir / "checkpoints"
     prompt = model.prompts.get(model.default_prompt_name) if model.default_prompt_name else None
+    if spec.freeze_embeddings and not spec.lora:
+        freeze_word_embeddings(model)
     if spec.lora:
         from peft import LoraConfig, TaskType
 
@@ -312,6 +315,16 @@ def train_model(
     return final
 
 
+def freeze_word_embeddings(model: Any) -> int:
+    """Stop gradients into the (large, multilingual) word-embedding matrix; returns the frozen parameter count."""
+    emb = model.transformers_model.get_input_embeddings()
+    n = 0
+    for p in emb.parameters():
+        p.requires_grad_(False)
+        n += p.numel()
+    return n
+
+
 def _has_cuda() -> bool:
     import torch
 
@@ -344,14 +357,25 @@ def pretrain_dataset(cfg: PipelineConfig) -> Any:
             queries = dict(list(queries.items())[: p.max_queries_per_dataset])
         retriever.index(data.corpus)
         hits = retriever.search(queries, top_k=p.top_k)
+        pools: dict[str, tuple[list[str], int]] = {}
+        flat_q, flat_d, groups = [], [], []
         for qid, q in queries.items():
             gold = [d for d, s in data.qrels[qid].items() if s > 0 and d in texts]
-            cands = list(hits[qid].keys())
-            pool = gold + [d for d in cands if d not in gold]
-            t = np.asarray(teacher.score([q] * len(pool), [texts[d] for d in pool]), dtype=np.float64)
+            pool = gold + [d for d in hits[qid] if d not in gold]
+            pools[qid] = (pool, len(gold))
+            flat_q += [q] * len(pool)
+            flat_d += [texts[d] for d in pool]
+            groups += [qid] * len(pool)
+        # one teacher call per dataset: every unique text is encoded once, scores z-normalised per query
+        flat_t = np.asarray(teacher.score(flat_q, flat_d, groups=groups) if hasattr(teacher, "teachers")
+                            else teacher.score(flat_q, flat_d), dtype=np.float64)
+        offset = 0
+        for qid, q in queries.items():
+            pool, ng = pools[qid]
+            t = flat_t[offset : offset + len(pool)]
+            offset += len(pool)
             sd = t.std()
             t = (t - t.mean()) / sd if sd > 1e-9 else np.zeros_like(t)
-            ng = len(gold)
             neg_idx = sample_across_bins(t[ng:], max(p.num_candidates - ng, 1), 16, rng) if len(pool) > ng else []
             keep = list(range(ng)) + [ng + int(i) for i in neg_idx]
             top_neg = t[ng:].max() if len(pool) > ng else 0.0
