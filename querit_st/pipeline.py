@@ -245,11 +245,14 @@ def train_model(
     seed: int = 0,
     resume: bool = True,
     record: dict[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> Path:
     """Train ``model`` on a listwise soft-label dataset with ``CrossEncoderTrainer``; save to ``output_dir/model``.
 
     Checkpoints go to ``output_dir/checkpoints`` every ``save_steps``; with ``resume`` a killed run continues from the
-    last one with the same step count. The final model is written atomically.
+    last one with the same step count. The final model is written atomically. Under ``torchrun`` / ``accelerate
+    launch`` the run is DDP (HF Trainer); only the main process writes the model and the log, the others wait.
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects.
     """
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
@@ -283,11 +286,14 @@ def train_model(
         data_seed=seed,
         bf16=spec.bf16,
         use_cpu=not _has_cuda(),
+        # every parameter takes part in each step, and the listwise losses run several forward passes (mini-batches)
+        # before one backward, which DDP's unused-parameter search rejects
+        ddp_find_unused_parameters=False,
         prompts=prompt or None,
         dataloader_drop_last=False,
         disable_tqdm=not sys.stderr.isatty(),
     )
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=build_loss(model, spec))
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=build_loss(model, spec), callbacks=callbacks)
     last = _latest_checkpoint(ckpt_dir) if resume else None
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(last) if last else None)
@@ -306,13 +312,41 @@ def train_model(
         "last_loss": losses[-1] if losses else None,
         "learning_rate": spec.learning_rate,
         "batch_size": spec.batch_size,
+        "world_size": args.world_size,
         "seed": seed,
     }
-    model.record(stages=entry)
-    with atomic_dir(final, overwrite=True) as tmp:
-        model.save_pretrained(str(tmp))
-    atomic_write_json(output_dir / "train_log.json", {"log_history": trainer.state.log_history, **entry})
+    if trainer.is_world_process_zero():
+        model.record(stages=entry)
+        with atomic_dir(final, overwrite=True) as tmp:
+            model.save_pretrained(str(tmp))
+        atomic_write_json(output_dir / "train_log.json", {"log_history": trainer.state.log_history, **entry})
+    trainer.accelerator.wait_for_everyone()
     return final
+
+
+def distributed_state() -> Any:
+    """accelerate's ``PartialState`` when this process is one of several (``torchrun``, ``accelerate launch``), else None.
+
+    Creating it joins the process group (gloo on CPU, nccl on GPUs), as HF Trainer would a moment later.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=not _has_cuda())
+
+
+def main_process_first() -> Any:
+    """Context: the main process runs the block first (mining, filling caches), then the others (cache hits)."""
+    import contextlib
+
+    state = distributed_state()
+    return state.main_process_first() if state is not None else contextlib.nullcontext()
+
+
+def is_main_process() -> bool:
+    state = distributed_state()
+    return state is None or state.is_main_process
 
 
 def freeze_word_embeddings(model: Any) -> int:
@@ -406,7 +440,11 @@ def pretrain(cfg: PipelineConfig, output_dir: str | os.PathLike | None = None, *
         logger.info("reusing stage-1 model %s", out / "model")
         return out / "model"
     out.mkdir(parents=True, exist_ok=True)
-    dataset = pretrain_dataset(cfg)
+    with main_process_first():
+        dataset = pretrain_dataset(cfg)
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # the fresh scoring head is drawn from the config's seed
     model = QueritCrossEncoder.from_embedding_model(cfg.backbone, max_length=cfg.max_length)
     model.record(pipeline="querit-st", backbone=cfg.backbone, retriever=cfg.retriever,
                  teachers=[dataclasses.asdict(t) for t in cfg.teachers])
@@ -447,12 +485,13 @@ def adapt(
     retriever = build_retriever(cfg.retriever)
     retriever.index(corpus)
     generator = make_query_generator(a.query_generator if isinstance(a.query_generator, (str, dict)) else "terms", seed=seed)
-    mined = mine_soft_labels(
-        texts, retriever, teacher,
-        query_generator=generator, num_queries=a.num_queries, top_k=a.top_k,
-        num_candidates=a.num_candidates, num_bins=a.num_bins, output_dir=out / "mined", seed=seed,
-        resume=resume, show_progress_bar=False,
-    )
+    with main_process_first():  # under DDP the main process mines; the others read its finished shards
+        mined = mine_soft_labels(
+            texts, retriever, teacher,
+            query_generator=generator, num_queries=a.num_queries, top_k=a.top_k,
+            num_candidates=a.num_candidates, num_bins=a.num_bins, output_dir=out / "mined", seed=seed,
+            resume=True if not is_main_process() else resume, show_progress_bar=False,
+        )
     dataset = to_listwise(mined).shuffle(seed=seed)
     model = QueritCrossEncoder(str(base_model), max_length=cfg.max_length)
     return train_model(model, dataset, a.train, out, seed=seed, resume=resume,
@@ -591,6 +630,8 @@ def run_pipeline(
             timings[name] = time.perf_counter() - t1
             adapted.append(path)
             names[name] = path
+    if not is_main_process():  # DDP: the other ranks trained with the main one; merge and evaluation are single-process
+        return {"stage1": str(stage1), "adapted": {n: str(p) for n, p in names.items()}}
     t1 = time.perf_counter()
     to_merge = ([stage1] if cfg.merge.include_stage1 else []) + adapted
     merged = merge_checkpoints(to_merge, out / "merged", t=cfg.merge.t)

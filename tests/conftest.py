@@ -82,3 +82,26 @@ def shared_data() -> Path:
     if not DATA_ROOT.is_dir():
         pytest.skip(f"shared data not found at {DATA_ROOT}")
     return DATA_ROOT
+
+
+@pytest.fixture()
+def tiny_config(tiny_embedding_dir, shared_data, tmp_path) -> Path:
+    """A pipeline config with tiny models, small slices of the shared data and 4 training steps per stage."""
+    import yaml
+
+    train = {"loss": "hinge", "max_steps": 4, "batch_size": 2, "learning_rate": 1e-3, "save_steps": 2, "logging_steps": 1}
+    cfg = {
+        "retriever": str(tiny_embedding_dir),
+        "backbone": str(tiny_embedding_dir),
+        "max_length": 64,
+        "data_root": str(shared_data),
+        "stage1_cache": str(tmp_path / "stage1"),
+        "teachers": [{"type": "embedding", "model": str(tiny_embedding_dir)}, {"type": "bm25"}],
+        "pretrain": {"datasets": ["xquad-r-en"], "top_k": 10, "num_candidates": 4, "max_queries_per_dataset": 8, "train": train},
+        "adapt": {"num_queries": 10, "top_k": 10, "num_candidates": 4, "seeds": [0], "train": train},
+        "merge": {"t": 0.5},
+        "evaluate": {"top_k": 10, "fusion_weight": 1.0},
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

@@ -41,26 +41,6 @@ def _slice(src: Path, dst: Path, n_queries: int = 12) -> Path:
     return dst
 
 
-@pytest.fixture()
-def tiny_config(tiny_embedding_dir, shared_data, tmp_path) -> Path:
-    train = {"loss": "hinge", "max_steps": 4, "batch_size": 2, "learning_rate": 1e-3, "save_steps": 2, "logging_steps": 1}
-    cfg = {
-        "retriever": str(tiny_embedding_dir),
-        "backbone": str(tiny_embedding_dir),
-        "max_length": 64,
-        "data_root": str(shared_data),
-        "stage1_cache": str(tmp_path / "stage1"),
-        "teachers": [{"type": "embedding", "model": str(tiny_embedding_dir)}, {"type": "bm25"}],
-        "pretrain": {"datasets": ["xquad-r-en"], "top_k": 10, "num_candidates": 4, "max_queries_per_dataset": 8, "train": train},
-        "adapt": {"num_queries": 10, "top_k": 10, "num_candidates": 4, "seeds": [0], "train": train},
-        "merge": {"t": 0.5},
-        "evaluate": {"top_k": 10, "fusion_weight": 1.0},
-    }
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def test_pipeline_end_to_end(tiny_config, shared_data, tmp_path):
     a = _slice(shared_data / "xquad-r-de", tmp_path / "de")
     b = _slice(shared_data / "xquad-r-es", tmp_path / "es")
