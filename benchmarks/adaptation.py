@@ -24,6 +24,21 @@ from querit_st.pipeline import load_config, machine_info, run_pipeline
 SHARED = ["vaswani", "xquad-r-en", "xquad-r-de", "xquad-r-es", "xquad-r-ru", "xquad-r-zh", "xquad-r-ar", "xquad-r-hi"]
 
 
+def finished_run(work: Path, cfg, targets: list[str]) -> dict | None:
+    """The results of an earlier run in ``work`` with the same config (data root aside) and targets, else None."""
+    path = work / "results.json"
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    strip = lambda c: {k: v for k, v in c.items() if k != "data_root"}  # noqa: E731
+    if strip(old.get("config", {})) != strip(json.loads(json.dumps(cfg.to_dict()))):
+        return None
+    if sorted(old.get("results", {})) != sorted(Path(t).name for t in targets):
+        return None
+    print(f"reusing the finished run in {work}", flush=True)
+    return old
+
+
 def summarise(per_seed: dict[int, dict]) -> dict:
     """mean / std / min / max of nDCG@10 over seeds, per target and system."""
     table: dict[str, dict[str, dict[str, float]]] = {}
@@ -76,7 +91,8 @@ def main() -> int:
         if args.data_root:
             cfg.data_root = args.data_root
         cfg.adapt.seeds = [seed]
-        summary = run_pipeline(cfg, args.targets, Path(args.work_dir) / f"seed{seed}")
+        work = Path(args.work_dir) / f"seed{seed}"
+        summary = finished_run(work, cfg, args.targets) or run_pipeline(cfg, args.targets, work)
         per_seed[seed] = {t: {k: v for k, v in rep.items() if isinstance(v, dict) and "nDCG@10" in v}
                           for t, rep in summary["results"].items()}
         timings[seed] = summary["timings_s"]

@@ -17,6 +17,11 @@ class QueritInputError(ValueError):
     """Bad input to a public entry point. The CLI turns it into exit code 2."""
 
 
+def one_line(message: object) -> str:
+    """An error message on one line (a YAML parser's, say, spans several): whitespace runs become one space."""
+    return " ".join(str(message).split())
+
+
 def cache_root() -> Path:
     """Folder for derived artefacts (built backbones, embedding caches). ``$QUERIT_ST_CACHE`` overrides it."""
     root = os.environ.get("QUERIT_ST_CACHE")
@@ -49,6 +54,26 @@ def check_texts(values: Any, name: str, allow_empty_list: bool = False) -> list[
     for i, v in enumerate(values):
         check_text(v, f"{name}[{i}]")
     return values
+
+
+def load_torch_weights(path: str | os.PathLike, *, mmap: bool = False) -> Any:
+    """A pickled weights file (``pytorch_model.bin``...) read with ``torch.load(weights_only=True)``.
+
+    Only tensors and plain containers are unpickled; a file holding anything else (objects, code) or a damaged one is
+    refused with an error naming it. (Prefer safetensors: no pickle at all.)
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise QueritInputError(
+            f"weights file {str(path)!r} was not loaded: it is not a plain tensor file that "
+            f"torch.load(weights_only=True) accepts ({reason})"
+        ) from None
 
 
 def sha256_texts(items: Iterable[str]) -> str:

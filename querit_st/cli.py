@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from querit_st._utils import QueritInputError
+from querit_st._utils import QueritInputError, one_line
 
 USAGE = """querit-st <command> [options]
 
@@ -118,11 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(message)s")
     try:
         return COMMANDS[command](rest)
-    except QueritInputError as e:
-        print(f"querit-st {command}: error: {e}", file=sys.stderr)
-        return 2
-    except FileExistsError as e:
-        print(f"querit-st {command}: error: {e}", file=sys.stderr)
+    except (QueritInputError, FileExistsError) as e:
+        print(f"querit-st {command}: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -45,9 +45,12 @@ def doc_text(doc: dict[str, str] | str) -> str:
     return f"{doc.get('title') or ''} {doc.get('text') or ''}".strip()
 
 
-def _require(path: Path, what: str) -> None:
-    if not path.is_file():
-        raise QueritInputError(f"BEIR folder {str(path.parent)!r} has no {what} ({path.name}); expected a BEIR folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
+def _require(folder: Path, rel: str, what: str) -> None:
+    if not (folder / rel).is_file():
+        raise QueritInputError(
+            f"BEIR folder {str(folder)!r} has no {what} ({rel}); expected a BEIR folder with corpus.jsonl, "
+            "queries.jsonl and qrels/<split>.tsv"
+        )
 
 
 def _check_jsonl_ids(path: Path, kind: str, require_text: bool = True) -> int:
@@ -95,7 +98,7 @@ def load_corpus(folder: str | os.PathLike) -> Corpus:
     folder = Path(folder)
     if not folder.is_dir():
         raise QueritInputError(f"corpus folder {str(folder)!r} does not exist or is not a folder")
-    _require(folder / "corpus.jsonl", "corpus file")
+    _require(folder, "corpus.jsonl", "corpus file")
     _check_jsonl_ids(folder / "corpus.jsonl", "document")
     loader = GenericDataLoader(corpus_file=str(folder / "corpus.jsonl"))
     corpus = loader.load_corpus()
@@ -114,9 +117,9 @@ def load_beir(folder: str | os.PathLike, split: str = "test") -> BeirData:
     folder = Path(folder)
     if not folder.is_dir():
         raise QueritInputError(f"BEIR folder {str(folder)!r} does not exist or is not a folder")
-    _require(folder / "corpus.jsonl", "corpus file")
-    _require(folder / "queries.jsonl", "queries file")
-    _require(folder / "qrels" / f"{split}.tsv", f"qrels for split {split!r}")
+    _require(folder, "corpus.jsonl", "corpus file")
+    _require(folder, "queries.jsonl", "queries file")
+    _require(folder, f"qrels/{split}.tsv", f"qrels for split {split!r}")
     _check_jsonl_ids(folder / "corpus.jsonl", "document")
     _check_jsonl_ids(folder / "queries.jsonl", "query")
     corpus, queries, qrels = GenericDataLoader(data_folder=str(folder)).load(split=split)

@@ -51,6 +51,7 @@ from sentence_transformers.base.modules import InputModule
 from sentence_transformers.util import import_from_string
 from torch import nn
 
+from querit_st._utils import load_torch_weights
 from querit_st.cross_encoder import QUERIT_INSTRUCTION, QueritCrossEncoder
 
 logger = logging.getLogger(__name__)
@@ -584,7 +585,7 @@ def _read_tensors(
         with safe_open(path, framework="pt") as f:
             names = set(f.keys())
             return {k: f.get_tensor(k) for k in keys if k in names}
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_weights(path)
     return {k: state[k] for k in keys if k in state}
 
 
@@ -594,7 +595,7 @@ def _all_keys(path: str, weight_map: dict[str, str] | None) -> list[str]:
     if path.endswith(".safetensors"):
         with safe_open(path, framework="pt") as f:
             return list(f.keys())
-    return list(torch.load(path, map_location="cpu", weights_only=True))
+    return list(load_torch_weights(path))
 
 
 def _find_head(folder: str, hidden_size: int, *, head_key: str | None, source: str) -> nn.Linear:
@@ -615,7 +616,7 @@ def _find_head(folder: str, hidden_size: int, *, head_key: str | None, source: s
         state = (
             load_safetensors_file(str(path))
             if fname.endswith(".safetensors")
-            else torch.load(str(path), map_location="cpu", weights_only=True)
+            else load_torch_weights(str(path))
         )
         if isinstance(state, nn.Module):
             state = state.state_dict()

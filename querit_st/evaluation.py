@@ -157,6 +157,12 @@ def evaluate_reranking(
     Returns:
         ``{"retriever": metrics, "<name>": metrics, ..., "per_query": {...}, "timing_s": {...}}``.
     """
+    if not all(hasattr(data, a) for a in ("name", "corpus", "queries", "qrels")):
+        raise QueritInputError(f"data must be a BeirData (querit_st.data.load_beir), got {type(data).__name__}")
+    if retriever is None or not callable(getattr(retriever, "search", None)):
+        raise QueritInputError("retriever must have index(corpus) and search(queries, top_k) (e.g. a DenseRetriever)")
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k <= 0:
+        raise QueritInputError(f"top_k must be a positive integer, got {top_k!r}")
     ks = tuple(sorted(set(k_values) | {top_k}))
     queries = dict(queries if queries is not None else data.queries)
     queries = {q: t for q, t in queries.items() if q in data.qrels}

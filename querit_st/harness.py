@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from querit_st._utils import QueritInputError, atomic_write_json, cache_root
+from querit_st._utils import QueritInputError, atomic_write_json, cache_root, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +346,11 @@ def run_beir_eval(
         if out_parent.exists() and not out_parent.is_dir():
             raise QueritInputError(f"--output parent {str(out_parent)!r} is not a folder")
 
-    # 1. every input is validated before any model is loaded
+    # 1. every input is validated before any model is loaded (the cheap checks first)
+    specs = [classify_reranker(r) for r in rerankers]
+    labels = _unique_labels(list(names) if names else [s.label for s in specs])
+    for s, label in zip(specs, labels):
+        s.label = label
     folders = [resolve_data(d) for d in data]
     datasets = [load_beir(f, split) for f in folders]
     qf_queries, qf_checksum = (None, None)
@@ -359,10 +363,6 @@ def run_beir_eval(
                     f"--queries-from {queries_from!r} shares no query id with the qrels of {d.name!r}; cross-lingual "
                     "runs need parallel query ids (like XQuAD-R's languages)"
                 )
-    specs = [classify_reranker(r) for r in rerankers]
-    labels = _unique_labels(list(names) if names else [s.label for s in specs])
-    for s, label in zip(specs, labels):
-        s.label = label
 
     # 2. models
     ret = DenseRetriever(retriever, cache_dir=cache_dir, device=device)
@@ -484,7 +484,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "beir_eval.py") -> int:
     try:
         report = _run(args, shlex.join([prog, *argv]))
     except QueritInputError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
     print(report["table_markdown"])
     print(f"\nresults: {args.output}")

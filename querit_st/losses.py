@@ -17,6 +17,7 @@ flattened (query, document) pairs with the model and hand the padded matrices to
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from sentence_transformers.cross_encoder import CrossEncoder
 from sentence_transformers.util import batch_to_device, fullname
 from torch import Tensor, nn
 
-from querit_st._utils import QueritInputError
+from querit_st._utils import QueritInputError, check_text
 
 __all__ = [
     "NORMALIZATION_METHODS",
@@ -41,6 +42,7 @@ __all__ = [
     "SoftLabelMSELoss",
     "SoftLabelKLLoss",
     "ScoreGapHingeLoss",
+    "check_loss_kwargs",
 ]
 
 NormalizationMethod = Literal["none", "sigmoid", "minmax", "zscore"]
@@ -350,6 +352,20 @@ def score_gap_hinge_loss(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _number(loss_name: str, name: str, value: Any) -> float:
+    """``value`` if it is a finite real number (not a bool), else an error naming the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise QueritInputError(f"{loss_name}: {name} must be a finite number, got {value!r:.80}")
+    return float(value)
+
+
+def _check_normalization(loss_name: str, normalization: Any) -> None:
+    if normalization not in NORMALIZATION_METHODS:
+        raise QueritInputError(
+            f"{loss_name}: unknown normalization {normalization!r}; expected one of {list(NORMALIZATION_METHODS)}"
+        )
+
+
 def _first_nonfinite(values: Tensor) -> tuple[int, str] | None:
     """Index and kind ("NaN" / "infinite (inf)") of the first non-finite entry of ``values``, or None."""
     flat = values.reshape(-1)
@@ -392,7 +408,17 @@ def _check_inputs(inputs: Sequence[Sequence[Any]], labels: Any, loss_name: str) 
         raise QueritInputError(f"{loss_name}: {len(queries)} queries but {len(documents)} document rows")
     if len(queries) == 0:
         raise QueritInputError(f"{loss_name}: empty batch")
+    for i, query in enumerate(queries):
+        check_text(query, f"{loss_name}: query of row {i}")
     return queries, documents
+
+
+def _as_scores(values: Any, what: str) -> Tensor:
+    """``values`` as a float tensor, or an error naming ``what`` when they are not numbers (None, strings...)."""
+    try:
+        return torch.as_tensor(values, dtype=torch.float32) if not isinstance(values, Tensor) else values.float()
+    except (TypeError, ValueError, RuntimeError):
+        raise QueritInputError(f"{what} is {values!r:.80}; expected numbers (teacher scores)") from None
 
 
 def _listwise_teacher_rows(documents: Sequence[Sequence[str]], labels: Any, loss_name: str) -> list[Tensor]:
@@ -414,7 +440,8 @@ def _listwise_teacher_rows(documents: Sequence[Sequence[str]], labels: Any, loss
         for j, doc in enumerate(docs):
             if not isinstance(doc, str):
                 raise QueritInputError(f"{loss_name}: row {i}, document {j} is a {type(doc).__name__}; expected str")
-        scores = torch.as_tensor(row_labels, dtype=torch.float32)
+            check_text(doc, f"{loss_name}: row {i}, document {j}")
+        scores = _as_scores(row_labels, f"{loss_name}: the label of row {i}")
         if scores.dim() != 1:
             raise QueritInputError(
                 f"{loss_name}: row {i} has a label of shape {tuple(scores.shape)}; expected a list of "
@@ -443,8 +470,10 @@ def _pointwise_teacher_scores(labels: Any, batch_size: int, loss_name: str) -> T
                 f"{loss_name} got a list of teacher scores for a (query, document) row; lists of scores need "
                 "(query, [documents]) rows"
             )
-        labels = torch.stack([torch.as_tensor(label) for label in labels])
-    scores = torch.as_tensor(labels).detach().float()
+        labels = torch.stack(
+            [_as_scores(label, f"{loss_name}: the label of row {i}") for i, label in enumerate(labels)]
+        )
+    scores = _as_scores(labels, f"{loss_name}: the labels").detach()
     if scores.numel() != batch_size:
         raise QueritInputError(
             f"{loss_name} expects {batch_size} labels (one per (query, document) row), but got {scores.numel()} "
@@ -462,6 +491,7 @@ class _SoftLabelLoss(nn.Module):
 
     def __init__(self, model: CrossEncoder, activation_fn: nn.Module | None, mini_batch_size: int | None) -> None:
         super().__init__()
+        self._check_common_options(activation_fn, mini_batch_size)
         self.model = model
         self.activation_fn = activation_fn or nn.Identity()
         self.mini_batch_size = mini_batch_size
@@ -476,6 +506,22 @@ class _SoftLabelLoss(nn.Module):
                 f"{self.__class__.__name__} expects a model with 1 output label, "
                 f"but got a model with {self.model.num_labels} output labels."
             )
+
+    @classmethod
+    def _check_common_options(cls, activation_fn: Any, mini_batch_size: Any) -> None:
+        if activation_fn is not None and not isinstance(activation_fn, nn.Module):
+            raise QueritInputError(
+                f"{cls.__name__}: activation_fn must be a torch.nn.Module or None, got {activation_fn!r:.80}"
+            )
+        if mini_batch_size is not None and (not isinstance(mini_batch_size, int) or isinstance(mini_batch_size, bool)):
+            raise QueritInputError(
+                f"{cls.__name__}: mini_batch_size must be an integer or None, got {mini_batch_size!r}"
+            )
+
+    @classmethod
+    def _check_options(cls, **options: Any) -> None:
+        """Validate the loss's own options (everything but the model); raises :class:`QueritInputError`."""
+        cls._check_common_options(options.get("activation_fn"), options.get("mini_batch_size"))
 
     def score_pairs(
         self,
@@ -624,8 +670,7 @@ class SoftLabelMSELoss(_SoftLabelLoss):
                 trainer.train()
         """
         super().__init__(model, activation_fn, mini_batch_size)
-        if normalization not in NORMALIZATION_METHODS:
-            raise ValueError(f"unknown normalization {normalization!r}; expected one of {list(NORMALIZATION_METHODS)}")
+        self._check_options(normalization=normalization)
         self.normalization = normalization
 
     def forward(
@@ -659,6 +704,8 @@ class SoftLabelMSELoss(_SoftLabelLoss):
                     "scores; got pointwise (query, document) rows. Use normalization='none' or 'sigmoid', or group "
                     "the rows by query."
                 )
+            for i, doc in enumerate(documents):
+                check_text(doc, f"{name}: document of row {i}")
             teacher_scores = _pointwise_teacher_scores(labels, len(queries), name)
             student_scores = self.score_pairs(
                 list(zip(queries, documents)), batch_size=len(queries), prompt=prompt, task=task
@@ -667,6 +714,11 @@ class SoftLabelMSELoss(_SoftLabelLoss):
             mask = None
         targets = normalize_teacher_scores(teacher_scores, mask, self.normalization)
         return soft_label_mse(student_scores, targets, mask)
+
+    @classmethod
+    def _check_options(cls, **options: Any) -> None:
+        super()._check_options(**options)
+        _check_normalization(cls.__name__, options.get("normalization", "none"))
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"normalization": self.normalization, **super().get_config_dict()}
@@ -761,11 +813,7 @@ class SoftLabelKLLoss(_SoftLabelLoss):
                 trainer.train()
         """
         super().__init__(model, activation_fn, mini_batch_size)
-        if teacher_temperature <= 0 or student_temperature <= 0:
-            raise ValueError(
-                f"temperatures must be > 0, got teacher_temperature={teacher_temperature}, "
-                f"student_temperature={student_temperature}"
-            )
+        self._check_options(teacher_temperature=teacher_temperature, student_temperature=student_temperature)
         self.teacher_temperature = teacher_temperature
         self.student_temperature = student_temperature
 
@@ -796,6 +844,13 @@ class SoftLabelKLLoss(_SoftLabelLoss):
             teacher_temperature=self.teacher_temperature,
             student_temperature=self.student_temperature,
         )
+
+    @classmethod
+    def _check_options(cls, **options: Any) -> None:
+        super()._check_options(**options)
+        for name in ("teacher_temperature", "student_temperature"):
+            if _number(cls.__name__, name, options.get(name, 1.0)) <= 0:
+                raise QueritInputError(f"{cls.__name__}: temperatures must be > 0, got {name}={options[name]}")
 
     def get_config_dict(self) -> dict[str, Any]:
         return {
@@ -897,14 +952,7 @@ class ScoreGapHingeLoss(_SoftLabelLoss):
                 trainer.train()
         """
         super().__init__(model, activation_fn, mini_batch_size)
-        if normalization not in NORMALIZATION_METHODS:
-            raise ValueError(f"unknown normalization {normalization!r}; expected one of {list(NORMALIZATION_METHODS)}")
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
-        if not 0.0 <= top_fraction <= 1.0:
-            raise ValueError(f"top_fraction must be in [0, 1], got {top_fraction}")
-        if top_weight <= 0:
-            raise ValueError(f"top_weight must be > 0, got {top_weight}")
+        self._check_options(alpha=alpha, top_fraction=top_fraction, top_weight=top_weight, normalization=normalization)
         self.alpha = alpha
         self.top_fraction = top_fraction
         self.top_weight = top_weight
@@ -940,6 +988,18 @@ class ScoreGapHingeLoss(_SoftLabelLoss):
             top_weight=self.top_weight,
         )
 
+    @classmethod
+    def _check_options(cls, **options: Any) -> None:
+        super()._check_options(**options)
+        name = cls.__name__
+        _check_normalization(name, options.get("normalization", "none"))
+        if _number(name, "alpha", options.get("alpha", 0.8)) < 0:
+            raise QueritInputError(f"{name}: alpha must be >= 0, got {options['alpha']}")
+        if not 0.0 <= _number(name, "top_fraction", options.get("top_fraction", 0.3)) <= 1.0:
+            raise QueritInputError(f"{name}: top_fraction must be in [0, 1], got {options['top_fraction']}")
+        if _number(name, "top_weight", options.get("top_weight", 2.0)) <= 0:
+            raise QueritInputError(f"{name}: top_weight must be > 0, got {options['top_weight']}")
+
     def get_config_dict(self) -> dict[str, Any]:
         return {
             "alpha": self.alpha,
@@ -952,3 +1012,36 @@ class ScoreGapHingeLoss(_SoftLabelLoss):
     @property
     def citation(self) -> str:
         return QUERIT_CITATION
+
+
+_LOSS_CLASSES: dict[str, type[_SoftLabelLoss]] = {
+    cls.__name__: cls for cls in (SoftLabelMSELoss, SoftLabelKLLoss, ScoreGapHingeLoss)
+}
+
+
+def check_loss_kwargs(loss: str | type, kwargs: Any) -> dict[str, Any]:
+    """Check a loss's keyword options without a model (e.g. a config's ``loss_kwargs``, before any training).
+
+    Args:
+        loss: a loss class of this module or its name (``"ScoreGapHingeLoss"``).
+        kwargs: the options, everything but the model.
+
+    Returns:
+        ``kwargs`` as a dict.
+
+    Raises:
+        QueritInputError: not a mapping, an unknown option name, or a bad value (as the constructor would raise).
+    """
+    cls = _LOSS_CLASSES.get(loss) if isinstance(loss, str) else loss
+    if cls not in _LOSS_CLASSES.values():
+        raise QueritInputError(f"unknown loss {loss!r}; expected one of {sorted(_LOSS_CLASSES)}")
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict):
+        raise QueritInputError(f"{cls.__name__} options must be a mapping, got {type(kwargs).__name__}")
+    params = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "model")]
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise QueritInputError(f"{cls.__name__} has no option(s) {unknown}; expected some of {params}")
+    cls._check_options(**kwargs)
+    return dict(kwargs)

@@ -84,7 +84,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from querit_st._utils import QueritInputError, atomic_dir, atomic_write_json
+from querit_st._utils import QueritInputError, atomic_dir, atomic_write_json, load_torch_weights, one_line
 
 __all__ = [
     "CHUNK_ELEMENTS",
@@ -672,7 +672,7 @@ def _load_adapter_state(folder: Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(folder / "adapter_model.safetensors"))
     if (folder / "adapter_model.bin").is_file():
-        return torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
+        return load_torch_weights(folder / "adapter_model.bin")
     raise QueritInputError(f"adapter folder {str(folder)!r} has adapter_config.json but no adapter_model.safetensors")
 
 
@@ -774,7 +774,7 @@ def _open_folder(folder: Path, label: str, base: str | os.PathLike | None) -> _S
         # Not streamable like safetensors; memory-mapping keeps untouched tensors out of memory.
         state: dict[str, torch.Tensor] = {}
         for b in bins:
-            state.update(torch.load(b, map_location="cpu", weights_only=True, mmap=True))
+            state.update(load_torch_weights(b, mmap=True))
         src = _DictSource(state, label, kind="folder")
     src.kind = "folder"
     src.files = files
@@ -1506,7 +1506,7 @@ def merge_command(argv: list[str] | None = None) -> int:
                 base=args.base,
             )
     except (QueritInputError, FileExistsError) as exc:
-        print(f"querit-st merge: error: {exc}", file=sys.stderr)
+        print(f"querit-st merge: error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(f"merged {len(args.models)} models into {out}")
     return 0

@@ -52,7 +52,10 @@ __all__ = [
     "sample_across_bins",
     "mine_soft_labels",
     "load_mined_dataset",
+    "clear_mining_files",
     "to_listwise",
+    "zscore_list",
+    "source_bonus_list",
     "to_pointwise",
     "retriever_fingerprint",
 ]
@@ -290,6 +293,19 @@ def _mining_files(folder: Path) -> list[Path]:
     return sorted({p for pat in pats for p in folder.glob(pat)})
 
 
+def clear_mining_files(output_dir: str | os.PathLike) -> int:
+    """Delete a folder's mining files (shards, manifests, temp files of killed writes); other files stay.
+
+    What ``resume=False`` does first. With several workers sharing a folder, call it once (one process) before they
+    start, not per worker: a worker clearing the folder would delete the others' shards. Returns the count deleted.
+    """
+    folder = Path(output_dir)
+    files = _mining_files(folder) if folder.is_dir() else []
+    for p in files:
+        p.unlink(missing_ok=True)
+    return len(files)
+
+
 def _read_manifests(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
     out = []
     for p in sorted(folder.glob("manifest*.json")):
@@ -494,8 +510,7 @@ def mine_soft_labels(
     manifest_path = folder / ("manifest.json" if num_shards_total == 1
                               else f"manifest-worker{shard_index:03d}-of{num_shards_total:03d}.json")
     if not resume:
-        for p in _mining_files(folder):
-            p.unlink(missing_ok=True)
+        clear_mining_files(folder)
     # a kill during an atomic write leaves its temp file behind: remove this worker's own leftovers
     own = {manifest_path.name} | {_SHARD_FMT.format(k) for k in mine_ids}
     for p in folder.glob(".*.tmp"):
@@ -548,15 +563,54 @@ def _progress(items: list[int], show: bool) -> Any:
 
 
 # -------------------------------------------------------------------------------------------------------- converters
-def to_listwise(dataset: Any, label_column: str = "scores") -> Any:
+def zscore_list(scores: Sequence[float]) -> list[float]:
+    """Scores of one query's list shifted to mean 0 and scaled to std 1 (all zeros when the list is constant)."""
+    t = np.asarray(scores, dtype=np.float64)
+    sd = t.std()
+    return ((t - t.mean()) / sd).tolist() if sd > 1e-9 else [0.0] * len(t)
+
+
+def source_bonus_list(scores: Sequence[float], doc_ids: Sequence[str], source_doc_id: str | None, bonus: float) -> list[float]:
+    """Raise the source document's label to ``max(other labels) + bonus`` (a label-free pseudo-positive: the query
+    was generated from it), as stage 1's gold bonus does for labelled positives. Lists without it are unchanged."""
+    t = [float(x) for x in scores]
+    if source_doc_id is None or source_doc_id not in doc_ids:
+        return t
+    i = list(doc_ids).index(source_doc_id)
+    others = [x for j, x in enumerate(t) if j != i]
+    t[i] = max(t[i], max(others) + bonus) if others else t[i]
+    return t
+
+
+def to_listwise(
+    dataset: Any, label_column: str = "scores", normalize: str | None = None, source_bonus: float | None = None
+) -> Any:
     """``(query, documents, scores)`` rows for the listwise soft losses (inputs first, the label column last).
 
     ``label_column`` must be one of sentence-transformers' label names (``label``, ``labels``, ``score``, ``scores``)
     so that ``CrossEncoderDataCollator`` hands it to the loss as labels rather than as an input.
+    ``normalize="zscore"`` rescales each list's teacher scores to mean 0 / std 1 (:func:`zscore_list`), so label
+    gaps -- and the hinge's margins -- have the same scale whatever the teacher (an ensemble's weighted sum of
+    z-scores is several times wider than one teacher's). ``source_bonus`` then lifts each generated query's source
+    document above the rest of its list (:func:`source_bonus_list`; needs the ``doc_ids`` and ``source_doc_id``
+    columns of a mined dataset).
     """
     _check_label_column(label_column)
     _check_mined(dataset)
-    ds = dataset.select_columns(["query", "documents", "scores"])
+    if normalize not in (None, "none", "zscore"):
+        raise QueritInputError(f"normalize must be None, 'none' or 'zscore', got {normalize!r}")
+    if source_bonus is not None:
+        if not isinstance(source_bonus, (int, float)) or isinstance(source_bonus, bool) or not math.isfinite(source_bonus):
+            raise QueritInputError(f"source_bonus must be a finite number or None, got {source_bonus!r}")
+        missing = {"doc_ids", "source_doc_id"} - set(dataset.column_names)
+        if missing:
+            raise QueritInputError(f"source_bonus needs the mined columns doc_ids and source_doc_id; missing {sorted(missing)}")
+    ds = dataset
+    if normalize == "zscore":
+        ds = ds.map(lambda row: {"scores": zscore_list(row["scores"])})
+    if source_bonus is not None:
+        ds = ds.map(lambda row: {"scores": source_bonus_list(row["scores"], row["doc_ids"], row["source_doc_id"], source_bonus)})
+    ds = ds.select_columns(["query", "documents", "scores"])
     if label_column != "scores":
         ds = ds.rename_column("scores", label_column)
     return ds

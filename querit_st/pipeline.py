@@ -35,11 +35,18 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- configuration
 @dataclass
 class TeacherSpec:
-    """One teacher of the ensemble: ``embedding`` (cosine of an embedding model), ``bm25`` or ``cross-encoder``."""
+    """One teacher of the ensemble: ``embedding`` (cosine of an embedding model), ``bm25``, ``cross-encoder``, or
+    ``stage1`` (the stage-1 cross-encoder itself; stage 2 only: the adapted student then learns the off-the-shelf
+    teachers *and* what stage 1 learnt from labelled data, and the baseline ensemble leaves it out).
+
+    ``languages``: use this member only for targets in these languages (e.g. ``[english]`` for an English-only
+    embedding model); ``None``: every language.
+    """
 
     type: str = "embedding"
     model: str | None = None
     weight: float = 1.0
+    languages: list[str] | None = None
 
 
 @dataclass
@@ -80,6 +87,10 @@ class AdaptSpec:
     top_k: int = 50
     num_candidates: int = 16
     num_bins: int = 16
+    label_normalization: str = "zscore"  # per-list z-score of the teacher scores (stage 1 uses the same scale); or none
+    # the generated query's source document gets max(other labels) + source_bonus (a label-free pseudo-positive, as
+    # stage 1's gold bonus); None: it keeps its teacher score
+    source_bonus: float | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     train: TrainSpec = field(default_factory=TrainSpec)
 
@@ -97,12 +108,15 @@ class EvalSpec:
     split: str = "test"
     max_queries: int | None = None
     batch_size: int = 64
+    inference: str = "fp32"  # any querit_st.inference mode; "packed" / "onnx" are exact and faster on CPU
 
 
 @dataclass
 class PipelineConfig:
     retriever: str = "minilm-l6"
     backbone: str = "multilingual-e5-small"
+    # keep only the backbone's first n transformer layers (a compact, faster reranker; None: all of them)
+    backbone_layers: int | None = None
     max_length: int = 192
     seed: int = 0
     data_root: str | None = None
@@ -173,7 +187,33 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     for spec in (cfg.pretrain.train, cfg.adapt.train):
         if spec.loss not in LOSSES:
             raise QueritInputError(f"unknown loss {spec.loss!r}; expected one of {sorted(LOSSES)}")
+    if cfg.backbone_layers is not None and (
+        not isinstance(cfg.backbone_layers, int) or isinstance(cfg.backbone_layers, bool) or cfg.backbone_layers <= 0
+    ):
+        raise QueritInputError(f"backbone_layers must be a positive integer or null, got {cfg.backbone_layers!r}")
+    from querit_st.inference import MODES
+
+    if cfg.evaluate.inference not in MODES:
+        raise QueritInputError(f"unknown evaluate.inference {cfg.evaluate.inference!r}; expected one of {', '.join(MODES)}")
+    check_config(cfg)
     return cfg
+
+
+def check_config(cfg: PipelineConfig) -> None:
+    """Checks of the free-form parts, done by ``load_config`` before anything runs: the free-form option mappings
+    (``*.train.loss_kwargs``, ``adapt.query_generator``) must name real options with valid values."""
+    from querit_st.losses import check_loss_kwargs
+    from querit_st.querygen import check_query_generator_spec
+
+    for where, spec in (("pretrain.train", cfg.pretrain.train), ("adapt.train", cfg.adapt.train)):
+        try:
+            check_loss_kwargs(LOSSES[spec.loss], spec.loss_kwargs)
+        except QueritInputError as e:
+            raise QueritInputError(f"config {where}.loss_kwargs: {e}") from None
+    try:
+        check_query_generator_spec(cfg.adapt.query_generator)
+    except QueritInputError as e:
+        raise QueritInputError(f"config adapt.query_generator: {e}") from None
 
 
 def config_hash(obj: Any) -> str:
@@ -204,12 +244,26 @@ def build_retriever(name: str) -> Any:
     return _RETRIEVERS[name]
 
 
-def build_teacher(specs: list[TeacherSpec], corpus_texts: list[str], language: str = "english") -> Any:
-    """The teacher ensemble (z-normalised per query, weighted sum) for one corpus."""
+def build_teacher(
+    specs: list[TeacherSpec], corpus_texts: list[str], language: str = "english", *, stage1: str | os.PathLike | None = None,
+    max_length: int | None = None,
+) -> Any:
+    """The teacher ensemble (z-normalised per query, weighted sum) for one corpus.
+
+    Members restricted to other ``languages`` are left out; ``stage1`` members only take part when the stage-1 model
+    is given (stage 2), so stage 1 and the baseline "teacher ensemble" use the off-the-shelf teachers alone.
+    """
     from querit_st import teachers as T
 
     members, weights = [], []
     for spec in specs:
+        if spec.languages is not None and language not in spec.languages:
+            continue
+        if spec.type == "stage1":
+            if stage1 is not None:
+                members.append(T.CrossEncoderTeacher(str(stage1), batch_size=64, max_length=max_length))
+                weights.append(spec.weight)
+            continue
         if spec.type == "embedding":
             members.append(T.EmbeddingTeacher(build_retriever(spec.model or "minilm-l6")))
         elif spec.type == "bm25":
@@ -217,8 +271,10 @@ def build_teacher(specs: list[TeacherSpec], corpus_texts: list[str], language: s
         elif spec.type in ("cross-encoder", "cross_encoder"):
             members.append(T.CrossEncoderTeacher(spec.model))
         else:
-            raise QueritInputError(f"unknown teacher type {spec.type!r}; expected embedding, bm25 or cross-encoder")
+            raise QueritInputError(f"unknown teacher type {spec.type!r}; expected embedding, bm25, cross-encoder or stage1")
         weights.append(spec.weight)
+    if not members:
+        raise QueritInputError(f"no teacher of the config applies to language {language!r}; check teachers[].languages")
     if len(members) == 1:
         return members[0]
     return T.EnsembleTeacher(members, weights=weights, normalization="zscore")
@@ -422,6 +478,7 @@ def pretrain_dataset(cfg: PipelineConfig) -> Any:
 
 def stage1_dir(cfg: PipelineConfig) -> Path:
     key = config_hash({"backbone": cfg.backbone, "retriever": cfg.retriever, "max_length": cfg.max_length,
+                       **({"backbone_layers": cfg.backbone_layers} if cfg.backbone_layers else {}),
                        "teachers": [dataclasses.asdict(t) for t in cfg.teachers], "pretrain": dataclasses.asdict(cfg.pretrain),
                        "seed": cfg.seed})
     root = Path(cfg.stage1_cache) if cfg.stage1_cache else cache_root() / "stage1"
@@ -445,8 +502,12 @@ def pretrain(cfg: PipelineConfig, output_dir: str | os.PathLike | None = None, *
     from transformers import set_seed
 
     set_seed(cfg.seed)  # the fresh scoring head is drawn from the config's seed
-    model = QueritCrossEncoder.from_embedding_model(cfg.backbone, max_length=cfg.max_length)
-    model.record(pipeline="querit-st", backbone=cfg.backbone, retriever=cfg.retriever,
+    layers = cfg.backbone_layers
+    if layers is not None and (not isinstance(layers, int) or isinstance(layers, bool) or layers <= 0):
+        raise QueritInputError(f"backbone_layers must be a positive integer or null, got {layers!r}")
+    model = QueritCrossEncoder.from_embedding_model(
+        cfg.backbone, max_length=cfg.max_length, config_kwargs={"num_hidden_layers": layers} if layers else None)
+    model.record(pipeline="querit-st", backbone=cfg.backbone, backbone_layers=layers, retriever=cfg.retriever,
                  teachers=[dataclasses.asdict(t) for t in cfg.teachers])
     return train_model(model, dataset, cfg.pretrain.train, out, seed=cfg.seed, resume=resume,
                        record={"stage": "pretrain", "datasets": cfg.pretrain.datasets, "split": cfg.pretrain.split})
@@ -469,7 +530,7 @@ def adapt(
     """
     from querit_st.cross_encoder import QueritCrossEncoder
     from querit_st.data import doc_text, load_corpus
-    from querit_st.mining import mine_soft_labels, to_listwise
+    from querit_st.mining import clear_mining_files, load_mined_dataset, mine_soft_labels, to_listwise
     from querit_st.querygen import make_query_generator
 
     seed = cfg.seed if seed is None else seed
@@ -481,18 +542,25 @@ def adapt(
     corpus = load_corpus(target)  # never the queries or qrels
     texts = {d: doc_text(v) for d, v in corpus.items()}
     a = cfg.adapt
-    teacher = build_teacher(cfg.teachers, list(texts.values()), guess_language(target.name))
+    teacher = build_teacher(cfg.teachers, list(texts.values()), guess_language(target.name), stage1=base_model,
+                            max_length=cfg.max_length)
     retriever = build_retriever(cfg.retriever)
     retriever.index(corpus)
     generator = make_query_generator(a.query_generator if isinstance(a.query_generator, (str, dict)) else "terms", seed=seed)
-    with main_process_first():  # under DDP the main process mines; the others read its finished shards
-        mined = mine_soft_labels(
-            texts, retriever, teacher,
-            query_generator=generator, num_queries=a.num_queries, top_k=a.top_k,
-            num_candidates=a.num_candidates, num_bins=a.num_bins, output_dir=out / "mined", seed=seed,
-            resume=True if not is_main_process() else resume, show_progress_bar=False,
-        )
-    dataset = to_listwise(mined).shuffle(seed=seed)
+    mine_kw = dict(query_generator=generator, num_queries=a.num_queries, top_k=a.top_k, num_candidates=a.num_candidates,
+                   num_bins=a.num_bins, output_dir=out / "mined", seed=seed, show_progress_bar=False)
+    state = distributed_state()
+    if state is None or state.num_processes <= 1:
+        mined = mine_soft_labels(texts, retriever, teacher, resume=resume, **mine_kw)
+    else:  # under DDP every rank mines its own shards (k % world == rank), then all read the merged dataset
+        if not resume and state.is_main_process:
+            clear_mining_files(out / "mined")  # once, before any rank writes (a rank clearing would race the others)
+        state.wait_for_everyone()
+        mine_soft_labels(texts, retriever, teacher, resume=True, num_shards_total=state.num_processes,
+                         shard_index=state.process_index, **mine_kw)
+        state.wait_for_everyone()
+        mined = load_mined_dataset(out / "mined")
+    dataset = to_listwise(mined, normalize=a.label_normalization, source_bonus=a.source_bonus).shuffle(seed=seed)
     model = QueritCrossEncoder(str(base_model), max_length=cfg.max_length)
     return train_model(model, dataset, a.train, out, seed=seed, resume=resume,
                        record={"stage": "adapt", "target": target.name, "reads": "corpus.jsonl only",
@@ -530,6 +598,10 @@ def evaluate_models(
     data = load_beir(cfg.data_dir(str(target)), split=e.split)
     retriever = build_retriever(cfg.retriever)
     rerankers = {name: QueritCrossEncoder(str(path), max_length=cfg.max_length) for name, path in models.items()}
+    if e.inference != "fp32":
+        from querit_st.inference import optimize_for_inference
+
+        rerankers = {name: optimize_for_inference(m, e.inference) for name, m in rerankers.items()}
     report = evaluate_reranking(data, retriever, rerankers, top_k=e.top_k, batch_size=e.batch_size,
                                 fusion_weight=e.fusion_weight, max_queries=e.max_queries)
     queries = {q: data.queries[q] for q in report["per_query_nDCG@10"]["retriever"]}

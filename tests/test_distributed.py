@@ -1,6 +1,6 @@
-"""Scale out and survive faults in training: a real 2-process DDP run (torchrun, gloo on CPU) through the CLI,
-and a training run killed with SIGKILL right after a checkpoint that resumes to the same step count and the same
-weights as an uninterrupted run."""
+"""Scale out and survive faults in training: real 2-process DDP runs (torchrun, gloo on CPU) through the CLI --
+stage 1, and stage 2 with every rank mining its own shards -- and a training run killed with SIGKILL right after a
+checkpoint that resumes to the same step count and the same weights as an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -47,6 +47,51 @@ def test_torchrun_two_processes_gloo(tiny_config, tmp_path):
 
     scores = CrossEncoder(str(out / "model")).predict([("what is a quark", "a quark is a particle"), ("a", "b")])
     assert scores.shape == (2,)
+
+
+def _rows(ds) -> list[dict]:
+    return [dict(r) for r in ds]
+
+
+def test_torchrun_adapt_each_rank_mines_its_shards(tiny_config, tiny_cross_encoder_dir, tmp_path, monkeypatch):
+    """Under DDP both ranks mine (shard k on rank k % 2), then train on the merged rows: equal to one process."""
+    from querit_st import pipeline
+    from querit_st.mining import load_mined_dataset
+
+    cfg_dict = yaml.safe_load(tiny_config.read_text())
+    # 300 queries = 2 shards of mining's default 256, so each of the 2 ranks has one
+    cfg_dict["adapt"].update(num_queries=300, top_k=10, num_candidates=4)
+    cfg_dict["adapt"]["train"].update(max_steps=2, save_steps=100)
+    tiny_config.write_text(yaml.safe_dump(cfg_dict))
+    cache = tmp_path / "cache"  # one embedding cache for both runs: the same corpus embeddings
+    env = {**_env(), "QUERIT_ST_CACHE": str(cache)}
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "querit_st.cli", "adapt", "--config", str(tiny_config), "--target", "xquad-r-en",
+           "--base", str(tiny_cross_encoder_dir), "--output", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["world_size"] == 2 and log["steps"] == 2
+    mined = out / "mined"
+    workers = {p.name: json.loads(p.read_text()) for p in mined.glob("manifest*.json")}
+    assert sorted(workers) == ["manifest-worker000-of002.json", "manifest-worker001-of002.json"]
+    assert workers["manifest-worker000-of002.json"]["complete"] == ["shard-00000.parquet"]
+    assert workers["manifest-worker001-of002.json"]["complete"] == ["shard-00001.parquet"]
+    assert all(m["finished"] and m["num_shards"] == 2 for m in workers.values())
+
+    # the same config in one process (the real single-process adapt, fresh retrievers on the same cache)
+    monkeypatch.setenv("QUERIT_ST_CACHE", str(cache))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(pipeline, "_RETRIEVERS", {})
+    single = pipeline.adapt(pipeline.load_config(tiny_config), "xquad-r-en", tiny_cross_encoder_dir, tmp_path / "one")
+    assert (single / "config.json").is_file()
+    assert [p.name for p in (tmp_path / "one" / "mined").glob("manifest*.json")] == ["manifest.json"]
+    ref = _rows(load_mined_dataset(tmp_path / "one" / "mined"))
+    got = _rows(load_mined_dataset(mined))
+    assert len(ref) > 256 and len({r["query_id"] for r in got}) == len(got) == log["num_queries"]
+    assert [r["query_id"] for r in got] == [r["query_id"] for r in ref]  # no row lost or duplicated
+    assert got == ref  # same rows, same order, same teacher scores
 
 
 _WORKER = textwrap.dedent(

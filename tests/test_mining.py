@@ -25,6 +25,8 @@ from querit_st.mining import (
     score_bins,
     to_listwise,
     to_pointwise,
+    source_bonus_list,
+    zscore_list,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +103,7 @@ def test_sample_across_bins_properties(scores, num_candidates, num_bins, seed):
     assert idx.tolist() == again.tolist()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     scores=st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=40),
     num_candidates=st.integers(2, 10),
@@ -159,6 +161,27 @@ def test_columns_shapes_and_labels(corpus, retriever):
 
     assert lw.column_names[-1] in DEFAULT_LABEL_COLUMNS and pw.column_names[-1] in DEFAULT_LABEL_COLUMNS
     assert to_listwise(ds, label_column="label").column_names == ["query", "documents", "label"]
+    z = to_listwise(ds, normalize="zscore")
+    for raw, norm in zip(lw["scores"], z["scores"]):
+        assert np.mean(norm) == pytest.approx(0.0, abs=1e-9) and np.std(norm) == pytest.approx(1.0)
+        assert np.argsort(raw).tolist() == np.argsort(norm).tolist()  # same order, common scale
+    assert zscore_list([2.0, 2.0]) == [0.0, 0.0]
+    with pytest.raises(QueritInputError, match="normalize"):
+        to_listwise(ds, normalize="minmax")
+    # the source document (a label-free pseudo-positive) is lifted above the rest of its list, others unchanged
+    b = to_listwise(ds, normalize="zscore", source_bonus=0.5)
+    for row, norm, boosted in zip(ds, z["scores"], b["scores"]):
+        i = row["doc_ids"].index(row["source_doc_id"])
+        others = [x for j, x in enumerate(norm) if j != i]
+        assert boosted[i] == pytest.approx(max(norm[i], max(others) + 0.5))
+        assert [x for j, x in enumerate(boosted) if j != i] == pytest.approx(others)
+    assert source_bonus_list([1.0, 3.0], ["a", "b"], "a", 1.0) == [4.0, 3.0]
+    assert source_bonus_list([1.0, 3.0], ["a", "b"], None, 1.0) == [1.0, 3.0]  # given queries have no source
+    assert source_bonus_list([1.0, 3.0], ["a", "b"], "z", 1.0) == [1.0, 3.0]
+    with pytest.raises(QueritInputError, match="source_bonus"):
+        to_listwise(ds, source_bonus=float("nan"))
+    with pytest.raises(QueritInputError, match="source_bonus"):
+        to_listwise(lw, source_bonus=1.0)  # no doc_ids / source_doc_id columns
     with pytest.raises(QueritInputError):
         to_pointwise(ds, label_column="target")
     with pytest.raises(QueritInputError):
@@ -224,7 +247,7 @@ def test_resume_config_mismatch_and_reset(corpus, retriever, tmp_path):
 
 _SCRIPT = textwrap.dedent(
     """
-    import json, sys, time
+    import json, os, sys, time
     import torch
     torch.set_num_threads(1)
     from querit_st.data import load_corpus
@@ -242,6 +265,12 @@ _SCRIPT = textwrap.dedent(
             time.sleep(cfg["slow"])
             return inner(queries, documents)
         teacher.score = slow_score
+    if cfg.get("slow_replace"):  # ... and every atomic rename wait, so a kill can land between a temp file and its rename
+        real_replace = os.replace
+        def slow_replace(src, dst):
+            time.sleep(cfg["slow_replace"])
+            real_replace(src, dst)
+        os.replace = slow_replace
     print("started", flush=True)
     ds = mine_soft_labels(corpus, retriever, teacher, num_queries=cfg["num_queries"], top_k=cfg["top_k"],
                           num_candidates=cfg["num_candidates"], output_dir=cfg["out"], shard_size=cfg["shard_size"],
@@ -311,6 +340,57 @@ def test_sigkill_then_resume_equals_uninterrupted(
     assert _rows(load_mined_dataset(out)) == reference_rows
     assert json.loads((out / "manifest.json").read_text())["finished"]
     assert not list(out.glob(".*.tmp"))
+
+
+def test_sigkill_three_times_at_random_moments_equals_uninterrupted(
+    shared_data, tiny_embedding_dir, emb_cache, corpus, retriever, reference_rows, tmp_path
+):
+    """Three real SIGKILLs at seeded random moments (while scoring, between a temp file and its rename, between a
+    shard and its manifest entry), each followed by a restart; the finished dataset equals the uninterrupted run."""
+    import random
+
+    out = tmp_path / "mined"
+    rnd = random.Random(1207)
+    slow, slow_replace = 0.3, 0.15
+    period = slow + 2 * slow_replace  # one shard: scoring, then the shard's and the manifest's (slowed) renames
+    killed_cfg = _cfg(shared_data, tiny_embedding_dir, emb_cache, out, slow=slow, slow_replace=slow_replace)
+    done_after: list[int] = []
+    for _ in range(3):
+        # at least one new shard per run (progress), then a random phase of the next one; at most 3 * 3 < 12 shards
+        wait_for = len(list(out.glob("shard-*.parquet"))) + rnd.randint(1, 2)
+        delay = rnd.uniform(0.0, period)
+        proc = _spawn(tmp_path, killed_cfg)
+        deadline = time.monotonic() + 240
+        try:
+            while len(list(out.glob("shard-*.parquet"))) < wait_for:
+                if proc.poll() is not None:
+                    pytest.fail(f"mining subprocess exited early: {proc.communicate()}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"shard {wait_for} never appeared")
+                time.sleep(0.01)
+            time.sleep(delay)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        on_disk = {p.name for p in out.glob("shard-*.parquet")}
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert not manifest["finished"] and set(manifest["complete"]) <= on_disk  # never names a missing shard
+        done_after.append(len(on_disk))
+    assert done_after == sorted(set(done_after)) and 1 <= done_after[-1] < 12, done_after  # killed mid-run each time
+    complete = len(json.loads((out / "manifest.json").read_text())["complete"])
+
+    # the last restart (here, in the test process) runs to the end, scoring only what the killed runs had not finished
+    teacher = _teacher()
+    resumed = mine_soft_labels(corpus, retriever, teacher, output_dir=out, show_progress_bar=False, **_MINE_KW)
+    assert 0 < teacher.cache_misses <= (12 - complete) * 5 * 26
+    assert _rows(resumed) == _rows(load_mined_dataset(out))
+    rows = _rows(resumed)
+    ids = [r["query_id"] for r in rows]
+    assert len(set(ids)) == len(ids) == 60 and ids == [r["query_id"] for r in reference_rows]  # none lost or twice
+    assert rows == reference_rows
+    assert json.loads((out / "manifest.json").read_text())["finished"]
+    assert not list(out.glob(".*.tmp"))  # temp files of writes the kills interrupted are cleaned up
 
 
 def test_multiprocess_shards_equal_single_process(

@@ -103,6 +103,9 @@ def test_config_rejects_unknown_keys_and_cli_exit_codes(tmp_path, tiny_config, c
     bad.write_text("pretrain: {train: {loss: focal}}\n")
     with pytest.raises(QueritInputError, match="unknown loss 'focal'"):
         load_config(bad)
+    bad.write_text("evaluate: {inference: turbo}\n")
+    with pytest.raises(QueritInputError, match="evaluate.inference 'turbo'"):
+        load_config(bad)
     bad.write_text("retriever: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(QueritInputError, match="not valid YAML"):
         load_config(bad)
@@ -114,3 +117,68 @@ def test_config_rejects_unknown_keys_and_cli_exit_codes(tmp_path, tiny_config, c
     with pytest.raises(SystemExit) as e:
         cli_main(["adapt"])  # argparse: missing --target
     assert e.value.code == 2
+
+
+def test_evaluation_inference_mode_gives_the_same_metrics(tiny_config, tiny_cross_encoder_dir, shared_data, tmp_path):
+    from querit_st.pipeline import evaluate_models
+
+    target = _slice(shared_data / "xquad-r-en", tmp_path / "en")
+    cfg = load_config(tiny_config)
+    fp32 = evaluate_models(cfg, target, {"m": tiny_cross_encoder_dir}, include_teacher=False)
+    cfg.evaluate.inference = "packed"
+    packed = evaluate_models(cfg, target, {"m": tiny_cross_encoder_dir}, include_teacher=False)
+    assert packed["m"]["nDCG@10"] == pytest.approx(fp32["m"]["nDCG@10"], abs=1e-9)
+    assert packed["per_query_nDCG@10"]["m"] == pytest.approx(fp32["per_query_nDCG@10"]["m"], abs=1e-9)
+    cfg.evaluate.inference = "turbo"
+    with pytest.raises(QueritInputError, match="turbo"):
+        evaluate_models(cfg, target, {"m": tiny_cross_encoder_dir}, include_teacher=False)
+
+
+def test_stage1_teacher_language_filter_and_compact_backbone(tiny_config, shared_data, tmp_path):
+    """The stage-2 levers: the stage-1 model joins the teachers in stage 2 only (never the baseline ensemble),
+    English-only members drop out for other languages, the source document gets its bonus, and ``backbone_layers``
+    keeps the first n layers."""
+    from querit_st.pipeline import build_teacher, pretrain
+    from querit_st.teachers import CrossEncoderTeacher, EnsembleTeacher
+
+    values = yaml.safe_load(Path(tiny_config).read_text())
+    emb = values["teachers"][0]["model"]
+    values["teachers"] = [{"type": "embedding", "model": emb, "languages": ["english"]}, {"type": "bm25"},
+                          {"type": "stage1", "weight": 2.0}]
+    values["backbone_layers"] = 1
+    values["adapt"]["source_bonus"] = 0.5
+    path = tmp_path / "levers.yaml"
+    path.write_text(yaml.safe_dump(values))
+    cfg = load_config(path)
+    texts = ["ein satz über physik", "noch ein satz"]
+    base = build_teacher(cfg.teachers, texts, "german")  # no stage-1 model: the off-the-shelf teachers only
+    assert type(base).__name__ == "BM25Teacher"  # the English-only member is left out for German
+    en = build_teacher(cfg.teachers, texts, "english")
+    assert isinstance(en, EnsembleTeacher) and len(en.teachers) == 2
+
+    stage1 = pretrain(cfg)
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(str(stage1)).num_hidden_layers == 1
+    with_s1 = build_teacher(cfg.teachers, texts, "german", stage1=stage1)
+    assert isinstance(with_s1, EnsembleTeacher) and with_s1.weights == [1.0, 2.0]
+    assert isinstance(with_s1.teachers[1], CrossEncoderTeacher)
+
+    target = _slice(shared_data / "xquad-r-de", tmp_path / "de")
+    model = adapt(cfg, target, stage1, tmp_path / "adapted")
+    from querit_st.mining import load_mined_dataset
+
+    mined = load_mined_dataset(tmp_path / "adapted" / "mined")
+    assert mined.num_rows > 0
+    log = json.loads((tmp_path / "adapted" / "train_log.json").read_text())
+    assert log["stage"] == "adapt" and (model / "config.json").is_file()
+
+    values["backbone_layers"] = 0
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(QueritInputError, match="backbone_layers"):
+        load_config(path)
+    values["backbone_layers"] = None
+    values["teachers"] = [{"type": "embedding", "model": emb, "languages": ["english"]}]
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(QueritInputError, match="language 'german'"):
+        build_teacher(load_config(path).teachers, texts, "german")

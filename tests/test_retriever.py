@@ -55,6 +55,57 @@ def test_corrupt_cache_is_reencoded(retriever, tmp_path):
     assert not retriever.last_index_from_cache and retriever.embeddings.shape[0] == 4
 
 
+_KILL_SCRIPT = """
+import json, os, sys, time
+import torch
+torch.set_num_threads(1)
+from querit_st.retriever import DenseRetriever
+
+model, cache, corpus = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+real_replace = os.replace
+def stalled_replace(src, dst):  # test instrumentation: the cache's bytes are in the temp file, the rename is pending
+    print("writing", flush=True)
+    time.sleep(60)
+    real_replace(src, dst)
+os.replace = stalled_replace
+DenseRetriever(model, cache_dir=cache).index(corpus)
+"""
+
+
+def test_cache_killed_mid_write_is_never_read_back(tiny_embedding_dir, tmp_path):
+    """A real SIGKILL while the embedding cache is being written: the cache path never holds a partial file, and the
+    next index() re-encodes (then caches) instead of reading anything damaged."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    big = {f"x{i}": f"document {i} about {CORPUS[f'd{i % 4 + 1}']['text']}" for i in range(400)}
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(tiny_embedding_dir), str(cache), json.dumps(big)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "writing", proc.communicate(timeout=60)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not list(cache.glob("*.npy"))  # only the temp file is left: the final name never sees partial bytes
+    assert [p.name for p in cache.iterdir() if p.name.endswith(".tmp")]
+    r = DenseRetriever(str(tiny_embedding_dir), cache_dir=cache)
+    r.index(big)
+    assert not r.last_index_from_cache and r.embeddings.shape[0] == 400
+    again = DenseRetriever(str(tiny_embedding_dir), cache_dir=cache)
+    again.index(big)
+    assert again.last_index_from_cache
+    np.testing.assert_array_equal(again.embeddings, r.embeddings)
+
+
 def test_exact_topk_chunked_equals_full():
     rng = np.random.default_rng(0)
     q, d = rng.normal(size=(5, 8)).astype(np.float32), rng.normal(size=(103, 8)).astype(np.float32)
