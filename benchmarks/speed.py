@@ -65,14 +65,19 @@ CONFIGS: dict[str, tuple[str, str]] = {
     "st-openvino": ("st", "openvino"),
     "proxy-st-onnx": ("proxy", "fp32"),
     "proxy-st-onnx-int8": ("proxy", "int8"),
+    "proxy-st-openvino": ("proxy", "openvino"),
     "ours-bf16": ("ours", "bf16"),
     "ours-int8": ("ours", "int8"),
     "ours-packed": ("ours", "packed"),
     "ours-packed-int8": ("ours", "packed-int8"),
     "ours-onnx": ("ours", "onnx"),
-    "ours-onnx-int8-all": ("ours", "onnx-int8:all"),
-    "ours-compact": ("ours", "compact"),
+    "ours-onnx-int8": ("ours", "onnx-int8"),
+    "ours-openvino": ("ours", "openvino"),
+    "ours-openvino-int8": ("ours", "openvino-int8"),
+    "ours-compact": ("ours", "compact:calibrated"),
 }
+#: sentence-transformers' own backends: run by ``--st-python`` when given (a Python where they install)
+ST_BACKENDS = ("st-onnx", "st-onnx-int8", "st-openvino")
 ANCHOR = "st-fp32"
 
 
@@ -118,7 +123,9 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "load_average_at_start": list(os.getloadavg()),
     }
-    for dist in ("transformers", "sentence-transformers", "onnxruntime", "onnx"):
+    flags = _cpu_flags()
+    info["cpu_flags"] = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma", "avx_vnni")))
+    for dist in ("transformers", "sentence-transformers", "onnxruntime", "onnx", "openvino", "nncf"):
         try:
             from importlib.metadata import version
 
@@ -187,10 +194,35 @@ def build_inputs(data_dir: Path, num_queries: int, top_k: int, out: Path) -> dic
     return payload
 
 
+def build_calibration(data_dir: Path, exclude: set[str], n: int, out: Path, seed: int = 0) -> dict[str, Any]:
+    """Calibration pairs for the static int8 mode: queries of the same collection that are *not* reranked here,
+    each with a random document of the corpus (what a deployment has: its own traffic, not the test queries)."""
+    from querit_st.data import doc_text, load_beir
+
+    data = load_beir(str(data_dir))
+    rng = random.Random(seed)
+    queries = [t for q, t in sorted(data.queries.items()) if q not in exclude]
+    docs = [doc_text(d) for _, d in sorted(data.corpus.items())]
+    payload = {"dataset": data.name, "how": f"{n} pairs: queries not in the benchmark x random corpus documents (seed {seed})",
+               "pairs": [[rng.choice(queries), rng.choice(docs)] for _ in range(n)]}
+    out.write_text(json.dumps(payload))
+    return payload
+
+
 # ------------------------------------------------------------------------------------------------ worker
 
 
-def _load_config(name: str, model_dir: str, optimum_path: str | None) -> tuple[Any, Any]:
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _load_config(name: str, model_dir: str, optimum_path: str | None, calibration: str | None = None) -> tuple[Any, Any]:
     """(model, context manager factory) for one configuration, in this (worker) process."""
     import contextlib
 
@@ -208,72 +240,102 @@ def _load_config(name: str, model_dir: str, optimum_path: str | None) -> tuple[A
             if optimum_path:
                 sys.path.insert(0, optimum_path)
             backend = "openvino" if option == "openvino" else "onnx"
-            if option == "onnx-int8":
-                import shutil
-                import tempfile
+            import shutil
+            import tempfile
 
+            # a private copy: the backends export into the model folder
+            tmp = Path(tempfile.mkdtemp(prefix=f"st_{backend}_"))
+            shutil.copytree(model_dir, tmp / "m")
+            if option == "onnx-int8":
                 from sentence_transformers import export_dynamic_quantized_onnx_model
 
-                tmp = Path(tempfile.mkdtemp(prefix="st_onnx_"))
-                shutil.copytree(model_dir, tmp / "m")
                 exported = CrossEncoder(str(tmp / "m"), backend="onnx")
                 exported.save(str(tmp / "m"))
-                from querit_st.inference import cpu_features
-
-                qconfig = "avx512_vnni" if cpu_features()["avx512_vnni"] else "avx2"
+                qconfig = "avx512_vnni" if "avx512_vnni" in _cpu_flags() else "avx2"
                 export_dynamic_quantized_onnx_model(exported, qconfig, str(tmp / "m"))
                 model = CrossEncoder(str(tmp / "m"), backend="onnx",
                                      model_kwargs={"file_name": f"onnx/model_qint8_{qconfig}.onnx"})
             else:
-                model = CrossEncoder(model_dir, backend=backend)
+                model = CrossEncoder(str(tmp / "m"), backend=backend)
         else:  # pragma: no cover
             raise ValueError(option)
     elif kind == "proxy":
         model = CrossEncoder(model_dir)
-        model[0].model = _proxy_onnx(model[0].model, option == "int8")
+        if option == "openvino":
+            model[0].model = _proxy_openvino(model[0].model)
+        else:
+            model[0].model = _proxy_onnx(model[0].model, option == "int8")
     else:
         from querit_st.inference import inference_mode_of, optimize_for_inference
 
         mode, _, variant = option.partition(":")
-        extra = {"keep_fp32": ()} if variant == "all" else {}
+        extra: dict[str, Any] = {"keep_fp32": ()} if variant == "all" else {}
+        if variant == "calibrated":
+            if not calibration:
+                raise ValueError("no calibration pairs given")
+            extra["calibration"] = [tuple(p) for p in json.loads(Path(calibration).read_text())["pairs"]]
         model = optimize_for_inference(CrossEncoder(model_dir), mode, **extra)
-        _log(f"[{name}] mode applied: {inference_mode_of(model)}")
+        scorer = model[0].model
+        _log(f"[{name}] mode applied: {inference_mode_of(model)} ({getattr(scorer, 'label', type(scorer).__name__)})")
     return model, ctx
 
 
 def _proxy_onnx(hf: Any, int8: bool) -> Any:
     """What sentence-transformers' ONNX backend runs, built without optimum: the Hugging Face graph exported to
     ONNX, an ONNX Runtime session with default optimisations, and for int8 ``export_dynamic_quantized_onnx_model``'s
-    "avx2" recipe (dynamic, per-channel, unsigned weights, every MatMul including the head)."""
-    import copy
+    recipe for this CPU ("avx512_vnni": signed int8 weights, or "avx2": unsigned; dynamic, per-channel, every
+    MatMul including the head)."""
     import tempfile
     import warnings
 
-    import torch
-
     from querit_st.inference import OnnxScorer
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = _export_hf_onnx(hf, Path(tmp) / "model.onnx")
+        if int8:
+            import onnx
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            q = Path(tmp) / "model_int8.onnx"
+            wtype = QuantType.QInt8 if "avx512_vnni" in _cpu_flags() else QuantType.QUInt8
+            quantize_dynamic(str(path), str(q), weight_type=wtype, per_channel=True,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            path = q
+        return OnnxScorer(path.read_bytes(), hf.config, label="proxy")
+
+
+def _export_hf_onnx(hf: Any, path: Path) -> Path:
+    import copy
+
+    import torch
 
     ex = copy.deepcopy(hf).eval()
     ex.config._attn_implementation = "eager"
     ids = torch.tensor([[2, 5, 6, 3, 7, 8, 3, 0], [2, 5, 3, 7, 3, 0, 0, 0]])
     mask = (ids != 0).long()
     axes = {k: {0: "b", 1: "s"} for k in ("input_ids", "attention_mask", "token_type_ids")} | {"logits": {0: "b"}}
+    with torch.no_grad():
+        torch.onnx.export(ex, (ids, mask, torch.zeros_like(ids)), str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
+                          dynamic_axes=axes)
+    return path
+
+
+def _proxy_openvino(hf: Any) -> Any:
+    """What sentence-transformers' OpenVINO backend runs, built without optimum-intel: the Hugging Face graph in
+    OpenVINO with the device's default precision (bf16 on CPUs with native bf16), latency hint."""
+    import tempfile
+    import warnings
+
+    import openvino as ov
+
+    from querit_st.inference import OpenVinoScorer
+
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        path = Path(tmp) / "model.onnx"
-        with torch.no_grad():
-            torch.onnx.export(ex, (ids, mask, torch.zeros_like(ids)), str(path), dynamo=False, opset_version=17,
-                              input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
-                              dynamic_axes=axes)
-        if int8:
-            import onnx
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            q = Path(tmp) / "model_int8.onnx"
-            quantize_dynamic(str(path), str(q), weight_type=QuantType.QUInt8, per_channel=True,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-            path = q
-        return OnnxScorer(path.read_bytes(), hf.config, label="proxy")
+        path = _export_hf_onnx(hf, Path(tmp) / "model.onnx")
+        return OpenVinoScorer(ov.Core().read_model(str(path)), hf.config, label="proxy-openvino")
 
 
 def worker_main(args: argparse.Namespace) -> None:
@@ -286,7 +348,7 @@ def worker_main(args: argparse.Namespace) -> None:
     rss0 = _rss_mb()
     t0 = time.perf_counter()
     try:
-        model, ctx = _load_config(args.worker, args.model_dir, args.optimum_path)
+        model, ctx = _load_config(args.worker, args.model_dir, args.optimum_path, args.calibration)
     except Exception as exc:  # report and exit: the configuration is unavailable here
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}), flush=True)
         return
@@ -310,10 +372,13 @@ def worker_main(args: argparse.Namespace) -> None:
 
 class Worker:
     def __init__(self, name: str, args: argparse.Namespace, inputs: Path, model_dir: Path) -> None:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--inputs", str(inputs),
+        python = args.st_python if (args.st_python and name in ST_BACKENDS) else sys.executable
+        cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--inputs", str(inputs),
                "--model-dir", str(model_dir), "--batch-size", str(args.batch_size)]
         if args.optimum_path:
             cmd += ["--optimum-path", args.optimum_path]
+        if getattr(args, "calibration", None):
+            cmd += ["--calibration", str(args.calibration)]
         self.name = name
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      stderr=None if args.verbose else subprocess.DEVNULL)
@@ -392,6 +457,9 @@ def section_rerank(args: argparse.Namespace, payload: dict[str, Any], inputs: Pa
     # bf16 without native support is ~100x slower than fp32 here: it gets a subset and one round (flagged)
     bf16_names = [n for n in workers if "bf16" in n]
     subset = max(8, n_pairs // 20)
+    # timing rounds: the first --timing-pairs pairs (all of them by default in --quick); scores and nDCG: all pairs
+    timed = None if not args.timing_pairs or args.timing_pairs >= n_pairs else args.timing_pairs
+    out["timed_pairs"] = timed or n_pairs
     # first pass: scores (also the warm-up)
     scores: dict[str, list[float]] = {}
     for name, w in workers.items():
@@ -409,13 +477,14 @@ def section_rerank(args: argparse.Namespace, payload: dict[str, Any], inputs: Pa
             order += bf16_names
         rt: dict[str, float] = {}
         for name in order:
-            r = workers[name].run(n=subset if (slow_bf16 and name in bf16_names) else None)
+            r = workers[name].run(n=subset if (slow_bf16 and name in bf16_names) else timed)
             rt[name] = r["n"] / r["seconds"]  # pairs/s
             peak[name] = r["peak_rss_mb"]
         for name, pps in rt.items():
             times[name].append(pps)
             if ANCHOR in rt:
                 ratios[name].append(pps / rt[ANCHOR])
+        out.setdefault("load_average_per_round", []).append([round(x, 2) for x in os.getloadavg()])
         _log(f"[rerank] round {rnd + 1}/{args.rounds}: " + ", ".join(f"{k} {v:.1f}" for k, v in rt.items()))
     for w in workers.values():
         w.close()
@@ -429,7 +498,7 @@ def section_rerank(args: argparse.Namespace, payload: dict[str, Any], inputs: Pa
             "ratio_vs_st_fp32": float(np.median(ratios[name])) if ratios[name] else None,
             "ratio_rounds": [round(x, 3) for x in ratios[name]],
             "peak_rss_mb": peak.get(name),
-            "measured_on_pairs": subset if sub else n_pairs,
+            "measured_on_pairs": subset if sub else (timed or n_pairs),
         })
         if sub:
             c["note"] = f"no native bf16 on this CPU: measured once on the first {subset} pairs (emulated bf16)"
@@ -439,15 +508,22 @@ def section_rerank(args: argparse.Namespace, payload: dict[str, Any], inputs: Pa
             s = np.asarray(scores[name])
             c["spearman_vs_st_fp32"] = float(spearmanr(ref[: len(s)], s).statistic)
             c["max_abs_diff_vs_st_fp32"] = float(np.abs(ref[: len(s)] - s).max())
+    # the best configuration sentence-transformers offers here: its own backends, or (where they do not install)
+    # the proxies that run the same graph; by the median ratio to the anchor (robust to the machine's load)
     st_best = max(
-        (n for n, c in out["configs"].items() if n.startswith("st-") and c.get("available") and c.get("pairs_per_s")),
-        key=lambda n: out["configs"][n]["pairs_per_s"], default=None,
+        (n for n, c in out["configs"].items()
+         if n.startswith(("st-", "proxy-st-")) and c.get("available") and c.get("ratio_vs_st_fp32") and not c.get("note")),
+        key=lambda n: out["configs"][n]["ratio_vs_st_fp32"], default=None,
     )
     out["st_best"] = st_best
     if st_best:
         for name, c in out["configs"].items():
             if c.get("ratio_vs_st_fp32") and out["configs"][st_best].get("ratio_vs_st_fp32"):
                 c["ratio_vs_st_best"] = c["ratio_vs_st_fp32"] / out["configs"][st_best]["ratio_vs_st_fp32"]
+    anchor_ndcg = out["configs"].get(ANCHOR, {}).get("nDCG@10")
+    for c in out["configs"].values():
+        if anchor_ndcg is not None and c.get("nDCG@10") is not None:
+            c["nDCG@10_delta_points"] = 100 * (c["nDCG@10"] - anchor_ndcg)
     out["first_stage_nDCG@10"] = _ndcg(payload, [0.0] * 0 + [payload["first_stage"][r[0]][r[1]] for r in payload["rows"]])
     out["flops"] = _flops_per_pair(model_dir, payload["rows"])
     return out
@@ -477,12 +553,18 @@ def section_limits(args: argparse.Namespace) -> dict[str, Any]:
     kernels: dict[str, tuple[Any, float, int]] = {}  # name -> (fn, ops per call, reps)
     a, b = torch.randn(2 * n, n), torch.randn(n, n)
     kernels["fp32_torch_matmul_gflops"] = (lambda: a @ b, 2 * 2 * n * n * n, reps)
-    small = 256  # bf16 / _int_mm may be emulated (very slow): a small product, FLOP-normalised anyway
-    ab, bb = torch.randn(small, n).bfloat16(), torch.randn(n, n).bfloat16()
-    kernels["bf16_torch_matmul_gflops"] = (lambda: ab @ bb, 2 * small * n * n, 1)
-    ai = torch.randint(-128, 127, (small, n), dtype=torch.int8)
+    from querit_st.inference import cpu_features
+
+    feats = cpu_features()
+    # bf16 / _int_mm are emulated (very slow) without AVX-512 BF16 / VNNI: then a small product, run once
+    native_bf16, native_int8 = bool(feats["avx512_bf16"] or feats["amx"]), bool(feats["avx512_vnni"] or feats["amx"])
+    mb = 2 * n if native_bf16 else 256
+    ab, bb = torch.randn(mb, n).bfloat16(), torch.randn(n, n).bfloat16()
+    kernels["bf16_torch_matmul_gflops"] = (lambda: ab @ bb, 2 * mb * n * n, reps if native_bf16 else 1)
+    mi = 2 * n if native_int8 else 256
+    ai = torch.randint(-128, 127, (mi, n), dtype=torch.int8)
     bi = torch.randint(-128, 127, (n, n), dtype=torch.int8)
-    kernels["int8_torch_int_mm_gops"] = (lambda: torch._int_mm(ai, bi), 2 * small * n * n, 1)
+    kernels["int8_torch_int_mm_gops"] = (lambda: torch._int_mm(ai, bi), 2 * mi * n * n, reps if native_int8 else 1)
     x = torch.randn(2 * n, n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -533,6 +615,7 @@ def section_limits(args: argparse.Namespace) -> dict[str, Any]:
                 out[name] = f"unavailable: {exc}"
     out.update(best)
     out["fp32_peak"] = max(v for k, v in best.items() if k.startswith("fp32"))
+    out["bf16_peak"] = max((v for k, v in best.items() if k.startswith("bf16")), default=None)
     out["int8_peak"] = max((v for k, v in best.items() if k.startswith("int8")), default=None)
     return out
 
@@ -756,7 +839,7 @@ def print_tables(res: dict[str, Any]) -> None:
     if r:
         print(f"\n== Reranking: {r['num_pairs']} pairs, batch {r['batch_size']}, {r['rounds']} interleaved rounds "
               f"(ratios: median of per-round ratios) ==")
-        print(f"{'config':22s} {'pairs/s':>9s} {'x st-fp32':>10s} {'x st-best':>10s} {'nDCG@10':>8s} {'spearman':>9s} {'peakRSS MB':>11s}")
+        print(f"{'config':22s} {'pairs/s':>9s} {'x st-fp32':>10s} {'x st-best':>10s} {'nDCG@10':>8s} {'d pts':>6s} {'spearman':>9s} {'peakRSS MB':>11s}")
         for name, c in r["configs"].items():
             if not c.get("available"):
                 print(f"{name:22s} unavailable: {c.get('error', '')[:90]}")
@@ -764,13 +847,16 @@ def print_tables(res: dict[str, Any]) -> None:
             def f(x: Any, fmt: str) -> str:
                 return format(x, fmt) if isinstance(x, (int, float)) else "-"
             print(f"{name:22s} {f(c.get('pairs_per_s'), '9.1f')} {f(c.get('ratio_vs_st_fp32'), '10.2f')} "
-                  f"{f(c.get('ratio_vs_st_best'), '10.2f')} {f(c.get('nDCG@10'), '8.4f')} "
+                  f"{f(c.get('ratio_vs_st_best'), '10.2f')} {f(c.get('nDCG@10'), '8.4f')} {f(c.get('nDCG@10_delta_points'), '6.2f')} "
                   f"{f(c.get('spearman_vs_st_fp32'), '9.4f')} {f(c.get('peak_rss_mb'), '11.0f')}"
                   + (" *" if c.get("note") else ""))
         print(f"st-best = {r.get('st_best')}; first stage nDCG@10 = {r.get('first_stage_nDCG@10'):.4f}; "
               f"* = {next((c['note'] for c in r['configs'].values() if c.get('note')), '')}")
         if r.get("quality_model"):
             print(f"quality model: {r['quality_model']}")
+        m = res.get("machine", {})
+        print(f"load average (1/5/15 min): start {m.get('load_average_at_start')}, per round "
+              f"{[x[0] for x in r.get('load_average_per_round', [])]}; timed on {r.get('timed_pairs')} pairs per round")
     lim = res.get("limits")
     if lim:
         print("\n== Machine limit (matmul throughput) ==")
@@ -780,11 +866,14 @@ def print_tables(res: dict[str, Any]) -> None:
         if r and "flops" in r:
             fl = r["flops"]["flops_per_pair"]
             print(f"FLOPs per pair: {fl / 1e9:.2f} GFLOP (mean {r['flops']['mean_tokens']:.1f} tokens); "
-                  f"peaks: fp32 {lim['fp32_peak']:.1f} GFLOP/s, int8 {lim.get('int8_peak') or 0:.1f} GOP/s")
+                  f"peaks: fp32 {lim['fp32_peak']:.1f} GFLOP/s, bf16 {lim.get('bf16_peak') or 0:.1f} GFLOP/s, "
+                  f"int8 {lim.get('int8_peak') or 0:.1f} GOP/s")
             for name, c in r["configs"].items():
                 if c.get("pairs_per_s") and not c.get("note"):
                     done = c["pairs_per_s"] * fl / 1e9
                     frac = f"{100 * done / lim['fp32_peak']:5.1f}% of the fp32 peak"
+                    if ("bf16" in name or "openvino" in name or "compact" in name) and lim.get("bf16_peak"):
+                        frac += f", {100 * done / lim['bf16_peak']:5.1f}% of the bf16 peak"
                     if ("int8" in name or "compact" in name) and lim.get("int8_peak"):
                         frac += f", {100 * done / lim['int8_peak']:5.1f}% of the int8 peak"
                     print(f"{name:22s} {done:7.1f} GFLOP/s (dense-equivalent) = {frac}")
@@ -820,6 +909,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", default=None, help="comma-separated subset of: " + ", ".join(CONFIGS))
     p.add_argument("--model-dir", type=Path, default=None, help="cross-encoder folder (default: MiniLM-L6 backbone, built once)")
     p.add_argument("--optimum-path", default=os.environ.get("QUERIT_OPTIMUM_PATH"), help="extra sys.path for optimum (see docs)")
+    p.add_argument("--st-python", default=os.environ.get("QUERIT_ST_PYTHON"),
+                   help="a Python where sentence-transformers' ONNX / OpenVINO backends install (runs the st-onnx*, "
+                        "st-openvino workers; see the module docstring)")
+    p.add_argument("--timing-pairs", type=int, default=None,
+                   help="pairs per timing round (default 640, quick: all); scores / nDCG always use every pair")
+    p.add_argument("--calibration-pairs", type=int, default=256, help="calibration pairs for ours-compact (static int8)")
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument("--merge", action="store_true", help="keep the other sections of an existing --output file")
     p.add_argument("--verbose", action="store_true", help="show the workers' stderr")
@@ -827,6 +922,7 @@ def main(argv: list[str] | None = None) -> int:
     # worker mode (internal)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--inputs", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--calibration", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         args.model_dir = str(args.model_dir)
@@ -835,6 +931,8 @@ def main(argv: list[str] | None = None) -> int:
     args.queries = args.queries or (10 if args.quick else 20)
     args.top_k = args.top_k or (20 if args.quick else 100)
     args.rounds = args.rounds or (3 if args.quick else 5)
+    if args.timing_pairs is None:
+        args.timing_pairs = 0 if args.quick else 640
     args.configs = None if args.configs is None else set(args.configs.split(","))
     random.seed(args.seed)
     sections = set(args.sections.split(","))
@@ -847,6 +945,15 @@ def main(argv: list[str] | None = None) -> int:
         res = json.loads(args.output.read_text())
         res.setdefault("section_runs", {})
     res.update({"command": command, "date": _dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_info()})
+    if args.st_python:
+        probe = ("import json, importlib.metadata as m\nout = {}\nfor d in ('sentence-transformers', 'transformers', "
+                 "'torch', 'optimum', 'optimum-intel', 'optimum-onnx', 'openvino', 'onnxruntime'):\n    try: out[d] = m.version(d)\n"
+                 "    except Exception: out[d] = None\nprint(json.dumps(out))")
+        try:
+            got = subprocess.run([args.st_python, "-c", probe], capture_output=True, text=True, timeout=120)
+            res["machine"]["st_python"] = {"path": args.st_python, **json.loads(got.stdout)}
+        except Exception as exc:  # pragma: no cover
+            res["machine"]["st_python"] = {"path": args.st_python, "error": str(exc)[:200]}
     for sec in sections:
         res.setdefault("section_runs", {})[sec] = {"command": command, "date": res["date"]}
     trained = find_trained_reranker()
@@ -857,6 +964,11 @@ def main(argv: list[str] | None = None) -> int:
     inputs = work / f"inputs_{args.data.name}_{args.queries}x{args.top_k}.json"
     payload = json.loads(inputs.read_text()) if inputs.is_file() else build_inputs(args.data, args.queries, args.top_k, inputs)
     res["inputs"] = {"dataset": payload["dataset"], "queries": args.queries, "top_k": args.top_k, "pairs": len(payload["rows"])}
+    calib = work / f"calibration_{args.data.name}_{args.queries}x{args.top_k}_{args.calibration_pairs}.json"
+    if not calib.is_file():
+        build_calibration(args.data, set(payload["qrels"]) | {r[0] for r in payload["rows"]}, args.calibration_pairs, calib)
+    args.calibration = str(calib)
+    res["inputs"]["calibration"] = json.loads(calib.read_text())["how"]
     _log(f"model {model_dir}; {len(payload['rows'])} pairs")
     t0 = time.perf_counter()
     if "rerank" in sections:

@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import logging
 import tempfile
 import warnings
@@ -98,6 +99,7 @@ __all__ = [
     "PackedBertScorer",
     "cpu_features",
     "inference_mode_of",
+    "load_openvino",
     "optimize_for_inference",
     "resolve_mode",
     "supports_packing",
@@ -614,6 +616,7 @@ class OpenVinoScorer(nn.Module):
         if dynamic_group is not None:
             props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = int(dynamic_group)
         self.ov_model = ov_model
+        self.dynamic_group = dynamic_group
         self.compiled = ov.Core().compile_model(ov_model, "CPU", props)
         self.request = self.compiled.create_infer_request()
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
@@ -641,16 +644,43 @@ class OpenVinoScorer(nn.Module):
         return {"logits": torch.from_numpy(out.copy())}
 
     def save(self, path: str | Path) -> Path:
-        """Write the (possibly quantised) OpenVINO IR (``.xml`` + ``.bin``); reload with :meth:`load`."""
+        """Write the (possibly quantised) OpenVINO IR (``.xml`` + ``.bin``); reload with :meth:`load`: the export
+        step for deployment (no re-export or re-calibration at start-up)."""
         import openvino as ov
 
         path = Path(path).with_suffix(".xml")
         path.parent.mkdir(parents=True, exist_ok=True)
         ov.save_model(self.ov_model, str(path), compress_to_fp16=False)
+        meta = {"label": self.label, "dynamic_group": self.dynamic_group}
+        path.with_suffix(".json").write_text(json.dumps(meta))
         return path
+
+    @classmethod
+    def load(cls, path: str | Path, config: Any, *, threads: int | None = None, precision: str | None = None) -> OpenVinoScorer:
+        """An :class:`OpenVinoScorer` from an IR written by :meth:`save` (``config``: the Hugging Face config)."""
+        import openvino as ov
+
+        path = Path(path).with_suffix(".xml")
+        meta_path = path.with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        return cls(ov.Core().read_model(str(path)), config, threads=threads, precision=precision,
+                   dynamic_group=meta.get("dynamic_group"), label=meta.get("label", "openvino"))
 
     def __deepcopy__(self, memo: dict) -> OpenVinoScorer:  # compiled models cannot be copied; share them
         return self
+
+
+def load_openvino(model: Any, path: str | Path, *, threads: int | None = None, precision: str | None = None) -> Any:
+    """Put an OpenVINO IR saved by :meth:`OpenVinoScorer.save` into ``model`` (the ``CrossEncoder`` it was made
+    from, loaded as usual): the deployment path that skips export and calibration at start-up."""
+    transformer = _transformer_module(model)
+    if inference_mode_of(model) is not None:
+        raise QueritInputError(f"model is already optimised (mode {inference_mode_of(model)!r})")
+    scorer = OpenVinoScorer.load(path, transformer.model.config, threads=threads, precision=precision)
+    model.eval()
+    transformer.model = scorer
+    model._querit_inference_mode = "openvino-int8" if "int8" in scorer.label else "openvino"
+    return model
 
 
 class _FeatureRecorder(nn.Module):
