@@ -444,6 +444,18 @@ def _quantize_torch(module: nn.Module, packed: bool, skip: tuple[str, ...] = ())
 # ------------------------------------------------------------------------------------------------ ONNX Runtime
 
 
+def _numpy_feed(
+    names: list[str], input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids: torch.Tensor | None
+) -> dict[str, Any]:
+    """The int64 numpy inputs an exported graph asks for (``names``); a missing mask is all ones, types all zeros."""
+    feed = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask,
+        "token_type_ids": torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids,
+    }
+    return {k: feed[k].detach().cpu().to(torch.int64).numpy() for k in names}
+
+
 class OnnxScorer(nn.Module):
     """An ONNX Runtime session behind the ``transformer.model`` interface (``model(**features) -> {"logits"}``)."""
 
@@ -468,12 +480,7 @@ class OnnxScorer(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        out = self.session.run(None, {k: feed[k].detach().cpu().to(torch.int64).numpy() for k in self.input_names})[0]
+        out = self.session.run(None, _numpy_feed(self.input_names, input_ids, attention_mask, token_type_ids))[0]
         return {"logits": torch.from_numpy(out)}
 
     def __deepcopy__(self, memo: dict) -> OnnxScorer:  # sessions cannot be pickled; share them
@@ -634,12 +641,7 @@ class OpenVinoScorer(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        res = self.request.infer({k: feed[k].detach().cpu().to(torch.int64).numpy() for k in self.input_names})
+        res = self.request.infer(_numpy_feed(self.input_names, input_ids, attention_mask, token_type_ids))
         out = res[self.compiled.outputs[0]]
         return {"logits": torch.from_numpy(out.copy())}
 

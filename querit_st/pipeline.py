@@ -187,10 +187,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     for spec in (cfg.pretrain.train, cfg.adapt.train):
         if spec.loss not in LOSSES:
             raise QueritInputError(f"unknown loss {spec.loss!r}; expected one of {sorted(LOSSES)}")
-    if cfg.backbone_layers is not None and (
-        not isinstance(cfg.backbone_layers, int) or isinstance(cfg.backbone_layers, bool) or cfg.backbone_layers <= 0
-    ):
-        raise QueritInputError(f"backbone_layers must be a positive integer or null, got {cfg.backbone_layers!r}")
+    check_backbone_layers(cfg.backbone_layers)
     from querit_st.inference import MODES
 
     if cfg.evaluate.inference not in MODES:
@@ -199,9 +196,16 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     return cfg
 
 
+def check_backbone_layers(layers: Any) -> int | None:
+    """``backbone_layers`` must be a positive integer or None; returns it."""
+    if layers is not None and (not isinstance(layers, int) or isinstance(layers, bool) or layers <= 0):
+        raise QueritInputError(f"backbone_layers must be a positive integer or null, got {layers!r}")
+    return layers
+
+
 def check_config(cfg: PipelineConfig) -> None:
-    """Checks of the free-form parts, done by ``load_config`` before anything runs: the free-form option mappings
-    (``*.train.loss_kwargs``, ``adapt.query_generator``) must name real options with valid values."""
+    """Checks done by ``load_config`` before anything runs: the free-form option mappings (``*.train.loss_kwargs``,
+    ``adapt.query_generator``) must name real options with valid values."""
     from querit_st.losses import check_loss_kwargs
     from querit_st.querygen import check_query_generator_spec
 
@@ -432,7 +436,7 @@ def pretrain_dataset(cfg: PipelineConfig) -> Any:
     from datasets import Dataset
 
     from querit_st.data import doc_text, load_beir
-    from querit_st.mining import sample_across_bins
+    from querit_st.mining import sample_across_bins, zscore_list
 
     p = cfg.pretrain
     retriever = build_retriever(cfg.retriever)
@@ -464,8 +468,7 @@ def pretrain_dataset(cfg: PipelineConfig) -> Any:
             pool, ng = pools[qid]
             t = flat_t[offset : offset + len(pool)]
             offset += len(pool)
-            sd = t.std()
-            t = (t - t.mean()) / sd if sd > 1e-9 else np.zeros_like(t)
+            t = np.asarray(zscore_list(t))
             neg_idx = sample_across_bins(t[ng:], max(p.num_candidates - ng, 1), 16, rng) if len(pool) > ng else []
             keep = list(range(ng)) + [ng + int(i) for i in neg_idx]
             top_neg = t[ng:].max() if len(pool) > ng else 0.0
@@ -502,9 +505,7 @@ def pretrain(cfg: PipelineConfig, output_dir: str | os.PathLike | None = None, *
     from transformers import set_seed
 
     set_seed(cfg.seed)  # the fresh scoring head is drawn from the config's seed
-    layers = cfg.backbone_layers
-    if layers is not None and (not isinstance(layers, int) or isinstance(layers, bool) or layers <= 0):
-        raise QueritInputError(f"backbone_layers must be a positive integer or null, got {layers!r}")
+    layers = check_backbone_layers(cfg.backbone_layers)  # a config built in code skips load_config
     model = QueritCrossEncoder.from_embedding_model(
         cfg.backbone, max_length=cfg.max_length, config_kwargs={"num_hidden_layers": layers} if layers else None)
     model.record(pipeline="querit-st", backbone=cfg.backbone, backbone_layers=layers, retriever=cfg.retriever,
