@@ -246,6 +246,7 @@ def _load_config(name: str, model_dir: str, optimum_path: str | None, calibratio
             # a private copy: the backends export into the model folder
             tmp = Path(tempfile.mkdtemp(prefix=f"st_{backend}_"))
             shutil.copytree(model_dir, tmp / "m")
+            _tokenizer_for_transformers4(tmp / "m")
             if option == "onnx-int8":
                 from sentence_transformers import export_dynamic_quantized_onnx_model
 
@@ -278,6 +279,21 @@ def _load_config(name: str, model_dir: str, optimum_path: str | None, calibratio
         scorer = model[0].model
         _log(f"[{name}] mode applied: {inference_mode_of(model)} ({getattr(scorer, 'label', type(scorer).__name__)})")
     return model, ctx
+
+
+def _tokenizer_for_transformers4(folder: Path) -> None:
+    """transformers 5 saves a tokenizer.json-backed tokenizer as ``"tokenizer_class": "TokenizersBackend"``, a class
+    transformers 4 (where optimum installs) does not know; its generic equivalent there is ``PreTrainedTokenizerFast``
+    (same tokenizer.json, same special tokens). Rewrites the private copy's config under transformers < 5 only."""
+    import transformers
+
+    cfg = folder / "tokenizer_config.json"
+    if int(transformers.__version__.split(".")[0]) >= 5 or not cfg.is_file():
+        return
+    data = json.loads(cfg.read_text())
+    if data.get("tokenizer_class") == "TokenizersBackend":
+        data["tokenizer_class"] = "PreTrainedTokenizerFast"
+        cfg.write_text(json.dumps(data, indent=2))
 
 
 def _proxy_onnx(hf: Any, int8: bool) -> Any:
