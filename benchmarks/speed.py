@@ -401,10 +401,17 @@ class Worker:
         self.hello = self._read()
 
     def _read(self) -> dict[str, Any]:
-        line = self.proc.stdout.readline()
-        if not line:
-            return {"ok": False, "error": "worker exited"}
-        return json.loads(line)
+        # libraries loaded by a worker may print to stdout (nncf does): skip lines that are not protocol replies
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                return {"ok": False, "error": "worker exited"}
+            try:
+                reply = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(reply, dict):
+                return reply
 
     def run(self, n: int | None = None, scores: bool = False) -> dict[str, Any]:
         self.proc.stdin.write(json.dumps({"cmd": "run", "n": n, "scores": scores}) + "\n")

@@ -35,11 +35,15 @@ Modes (speed measured by ``benchmarks/speed.py``; see the table at the end of th
     ``[CLS]``-only matmuls of the last layer stay fp32 (they cost nothing and are the closest to the score), and
     so do the feed-forward output matmuls by default (``keep_fp32``): quantising them too (``keep_fp32=()``) was
     5-15% faster but dropped the rank agreement with fp32 below 0.99 on the untrained MiniLM head.
+``"openvino-int8"``
+    The packed forward exported to ONNX and read by OpenVINO with NNCF int8: given ``calibration`` pairs, static
+    int8 of the encoder matmuls (activation scales fixed from them; the fastest); without, int8 weights with
+    OpenVINO's run-time activation quantisation. Non-int8 work runs in OpenVINO's default precision (bf16 on CPUs
+    with AVX-512 BF16 / AMX). Needs ``pip install querit-st[openvino]``.
 ``"compact"``
-    The documented default: ``"onnx-int8"`` when ``onnxruntime`` and ``onnx`` are installed, else ``"packed"``
-    (exact fp32: PyTorch's dynamic int8 uses per-tensor 7-bit activations on AVX2 and reorders too many
-    documents, Spearman ~0.94 against fp32 on the untrained MiniLM head). ``"onnx-int8"`` was the fastest
-    configuration that keeps Spearman >= 0.99 against fp32 in the measurements of ``benchmarks/speed.py``.
+    The documented default: ``"openvino-int8"`` when ``openvino`` and ``nncf`` are installed, else
+    ``"onnx-int8"`` when ``onnxruntime`` and ``onnx`` are, else ``"packed"`` (exact fp32). Pass ``calibration``
+    (a few hundred pairs from the target collection) for the static-int8 speed below.
 
 Architectures: the packed/ONNX modes support BERT-style sequence classification models
 (``BertForSequenceClassification`` with absolute positions: MiniLM, e5, BGE, the ``minilm-l6`` and
@@ -50,18 +54,25 @@ The optimised model is for inference: it cannot be trained or saved as a sentenc
 original; optimise after loading). ``inplace=True`` (the default) changes ``model`` and returns it; with
 ``inplace=False`` a deep copy is optimised and ``model`` is left as it was.
 
-Measured (``benchmarks/speed.py --quick``: MiniLM-L6 cross-encoder, 200 vaswani pairs of ~74 tokens, batch 32,
-3 interleaved rounds; AMD EPYC, 2 cores, AVX2 only (no AVX-512 / VNNI / BF16), shared with other jobs)::
+Measured (``benchmarks/speed.py``, ``benchmarks/results/speed_rerank_20x100.json``): the trained demo reranker
+(``runs/demo/merged``: multilingual-e5-small, 6 layers), 20 vaswani queries x top-100 from MiniLM (2,000 pairs,
+~93 tokens), batch 32, 5 interleaved rounds on 640 pairs, ratios the median of per-round ratios; AMD EPYC, 2 cores,
+AVX-512 with VNNI and BF16; sentence-transformers 6.3 (fp32, bf16) and 5.7 under transformers 4.57 (its ONNX /
+OpenVINO backends, which need optimum)::
 
-    config                pairs/s  x ST fp32   Spearman vs fp32
-    ST CrossEncoder fp32     12.0     1.00        1.000
-    ST bf16 autocast          1.4     0.12        (emulated bf16)
-    HF graph in ORT (what ST's ONNX backend runs)       18.0  1.56  1.000
-    same, int8 ("avx2" recipe of ST's quantiser)        22.9  1.91  0.978
-    int8 / packed / packed-int8   17.2 / 17.8 / 22.4   1.49 / 1.49 / 1.69   0.929 / 1.000 / 0.942
-    onnx                     23.7     1.98        1.000
-    onnx-int8 = compact      28.1     2.34        0.992
-    onnx-int8, keep_fp32=()  30.5     2.47        0.986
+    config                              pairs/s  x ST fp32  nDCG@10 (d pts)  Spearman vs fp32
+    ST CrossEncoder fp32                   61.9     1.00     0.3536            1.000
+    ST bf16 autocast                      133.9     2.03     0.3538 (+0.02)    1.000
+    ST backend="onnx"                     126.0     1.94     0.3536            1.000
+    ST backend="onnx", int8 (avx512_vnni) 231.3     3.58     0.3293 (-2.43)    0.994
+    ST backend="openvino"                 236.6     3.64     0.3518 (-0.18)    1.000
+    HF graph in OpenVINO (ST's, our run)  240.8     3.78     0.3518 (-0.18)    1.000
+    bf16                                  157.5     2.41     0.3572 (+0.36)    1.000
+    onnx-int8                             226.0     3.62     0.3509 (-0.27)    0.997
+    openvino                              297.0     4.51     0.3511 (-0.25)    1.000
+    compact (openvino-int8, static)       333.1     5.38     0.3522 (-0.14)    0.998
+
+``compact`` is 5.4x sentence-transformers fp32 and 1.4x its fastest backend here (OpenVINO) at -0.14 nDCG@10.
 
 Example:
     ::

@@ -480,9 +480,12 @@ def pretrain_dataset(cfg: PipelineConfig) -> Any:
 
 
 def stage1_dir(cfg: PipelineConfig) -> Path:
+    """The stage-1 cache folder: keyed by everything stage 1 reads (``stage1`` teachers only act in stage 2, so they
+    are left out of the key: changing their weight reuses the cached model)."""
+    teachers = [dataclasses.asdict(t) for t in cfg.teachers if t.type != "stage1"]
     key = config_hash({"backbone": cfg.backbone, "retriever": cfg.retriever, "max_length": cfg.max_length,
                        **({"backbone_layers": cfg.backbone_layers} if cfg.backbone_layers else {}),
-                       "teachers": [dataclasses.asdict(t) for t in cfg.teachers], "pretrain": dataclasses.asdict(cfg.pretrain),
+                       "teachers": teachers, "pretrain": dataclasses.asdict(cfg.pretrain),
                        "seed": cfg.seed})
     root = Path(cfg.stage1_cache) if cfg.stage1_cache else cache_root() / "stage1"
     return root / f"{Path(cfg.backbone).name}-{key}"

@@ -182,3 +182,20 @@ def test_stage1_teacher_language_filter_and_compact_backbone(tiny_config, shared
     path.write_text(yaml.safe_dump(values))
     with pytest.raises(QueritInputError, match="language 'german'"):
         build_teacher(load_config(path).teachers, texts, "german")
+
+
+def test_stage1_cache_key_ignores_stage2_only_teachers(tiny_config):
+    """A ``stage1`` teacher acts only in stage 2: its weight must not invalidate the cached stage-1 model, while
+    anything stage 1 reads (its teachers, its training) must."""
+    from querit_st.pipeline import stage1_dir
+
+    base = yaml.safe_load(Path(tiny_config).read_text())
+    with_stage1 = {**base, "teachers": base["teachers"] + [{"type": "stage1", "weight": 1.0}]}
+    heavier = {**base, "teachers": base["teachers"] + [{"type": "stage1", "weight": 3.0}]}
+    key = stage1_dir(load_config(None, base))
+    assert stage1_dir(load_config(None, with_stage1)) == key
+    assert stage1_dir(load_config(None, heavier)) == key
+    other_teacher = {**base, "teachers": [{**base["teachers"][0], "weight": 2.0}, base["teachers"][1]]}
+    assert stage1_dir(load_config(None, other_teacher)) != key
+    other_train = {**base, "pretrain": {**base["pretrain"], "num_candidates": 6}}
+    assert stage1_dir(load_config(None, other_train)) != key
