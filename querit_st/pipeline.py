@@ -542,8 +542,8 @@ def adapt(
     out = Path(output_dir)
     if (out / "model").is_dir() and resume:
         return out / "model"
+    corpus = load_corpus(target)  # never the queries or qrels; checked before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    corpus = load_corpus(target)  # never the queries or qrels
     texts = {d: doc_text(v) for d, v in corpus.items()}
     a = cfg.adapt
     teacher = build_teacher(cfg.teachers, list(texts.values()), guess_language(target.name), stage1=base_model,
