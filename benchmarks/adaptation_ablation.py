@@ -5,8 +5,8 @@ with the retriever's score and alone; no teacher ensemble, no merge). Appends on
         --stage1 ~/.cache/querit_st/stage1/multilingual-e5-small-5df59d560106/model \
         --overrides '{"adapt": {"num_queries": 600}}' --output benchmarks/results/adaptation_ablation.jsonl
 
-``--overrides`` is merged into ``--config`` (default ``examples/configs/demo.yaml``) key by key (nested mappings
-merge, everything else replaces). The work folder ``--work-dir/NAME/TARGET`` is resumable (mined shards and
+``--overrides`` is merged into ``--config`` (default ``examples/configs/demo.yaml``) by ``load_config`` (nested
+mappings merge key by key, everything else replaces). The work folder ``--work-dir/NAME/TARGET`` is resumable (mined shards and
 checkpoints are reused), so a run that reuses another's mined data (same queries and teachers, other training) can
 start from a copy of its ``mined`` folder.
 """
@@ -19,22 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from querit_st.pipeline import adapt, evaluate_models, load_config, machine_info
 
 HERE = Path(__file__).resolve().parent
-
-
-def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``overrides`` merged in: nested mappings merge key by key, other values replace."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_overrides(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -49,8 +36,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
 
     overrides = json.loads(args.overrides)
-    values = merge_overrides(yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}, overrides)
-    cfg = load_config(None, values)
+    cfg = load_config(args.config, overrides)
     work = Path(args.work_dir) / args.name / Path(args.target).name
     t0 = time.perf_counter()
     model = adapt(cfg, args.target, args.stage1, work, seed=cfg.seed)

@@ -168,8 +168,23 @@ def _build(cls: type, values: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+def merge_config_values(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in: nested mappings merge key by key, other values (lists too) replace.
+    Neither argument is changed."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config_values(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Read a YAML config (``yaml.safe_load``: no value is ever evaluated as code); unknown keys are errors."""
+    """Read a YAML config (``yaml.safe_load``: no value is ever evaluated as code); unknown keys are errors.
+
+    ``overrides`` are merged into the file's values by :func:`merge_config_values` (``{"adapt": {"num_queries":
+    600}}`` changes that one key and keeps the rest of ``adapt``)."""
     values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -181,8 +196,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
             raise QueritInputError(f"config file {str(p)!r} is not valid YAML: {e}") from None
         if not isinstance(values, dict):
             raise QueritInputError(f"config file {str(p)!r} must hold a mapping at the top level")
-    for k, v in (overrides or {}).items():
-        values[k] = v
+    values = merge_config_values(values, overrides or {})
     cfg = _build(PipelineConfig, values, "config")
     for spec in (cfg.pretrain.train, cfg.adapt.train):
         if spec.loss not in LOSSES:

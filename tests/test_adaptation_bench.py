@@ -53,15 +53,3 @@ def test_bar_check_fused_and_alone(bench):
     low = bench.bar_check(bench.summarise({0: _seed(0.40, 0.47, 0.45, 0.44, 0.41, 0.50)}))["t"]
     assert low["fused"] == {"beats_retriever_by_5": False, "beats_stage1": False, "beats_teacher_ensemble": False}
 
-
-def test_ablation_overrides_merge_nested_and_replace_lists():
-    spec = importlib.util.spec_from_file_location("adaptation_ablation", REPO / "benchmarks" / "adaptation_ablation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    base = {"seed": 0, "adapt": {"num_queries": 200, "train": {"loss": "hinge", "learning_rate": 3e-5}},
-            "teachers": [{"type": "bm25"}, {"type": "stage1"}]}
-    out = mod.merge_overrides(base, {"adapt": {"num_queries": 600, "train": {"learning_rate": 1e-4}},
-                                     "teachers": [{"type": "bm25"}]})
-    assert out["adapt"] == {"num_queries": 600, "train": {"loss": "hinge", "learning_rate": 1e-4}}
-    assert out["teachers"] == [{"type": "bm25"}] and out["seed"] == 0
-    assert base["adapt"]["num_queries"] == 200 and base["adapt"]["train"]["learning_rate"] == 3e-5  # not mutated

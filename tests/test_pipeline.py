@@ -199,3 +199,21 @@ def test_stage1_cache_key_ignores_stage2_only_teachers(tiny_config):
     assert stage1_dir(load_config(None, other_teacher)) != key
     other_train = {**base, "pretrain": {**base["pretrain"], "num_candidates": 6}}
     assert stage1_dir(load_config(None, other_train)) != key
+
+
+def test_config_overrides_merge_nested_and_replace_lists(tiny_config):
+    from querit_st.pipeline import merge_config_values
+
+    base = {"seed": 0, "adapt": {"num_queries": 200, "train": {"loss": "hinge", "learning_rate": 3e-5}},
+            "teachers": [{"type": "bm25"}, {"type": "stage1"}]}
+    out = merge_config_values(base, {"adapt": {"num_queries": 600, "train": {"learning_rate": 1e-4}},
+                                     "teachers": [{"type": "bm25"}]})
+    assert out["adapt"] == {"num_queries": 600, "train": {"loss": "hinge", "learning_rate": 1e-4}}
+    assert out["teachers"] == [{"type": "bm25"}] and out["seed"] == 0
+    assert base["adapt"]["num_queries"] == 200 and base["adapt"]["train"]["learning_rate"] == 3e-5  # not mutated
+    # load_config applies them to the file: one nested key changes, its siblings stay
+    file_values = yaml.safe_load(Path(tiny_config).read_text())
+    cfg = load_config(tiny_config, {"adapt": {"num_queries": 7, "train": {"learning_rate": 5e-4}}})
+    assert cfg.adapt.num_queries == 7 and cfg.adapt.train.learning_rate == 5e-4
+    assert cfg.adapt.top_k == file_values["adapt"]["top_k"]
+    assert cfg.adapt.train.max_steps == file_values["adapt"]["train"]["max_steps"]
