@@ -41,12 +41,16 @@ class TeacherSpec:
 
     ``languages``: use this member only for targets in these languages (e.g. ``[english]`` for an English-only
     embedding model); ``None``: every language.
+    ``inference``: ``cross-encoder`` / ``stage1`` members only: the :mod:`querit_st.inference` mode they score with
+    (``"onnx"``: ONNX Runtime, the same scores as ``"fp32"`` and faster on CPU; the int8 modes are faster still
+    but change the labels slightly).
     """
 
     type: str = "embedding"
     model: str | None = None
     weight: float = 1.0
     languages: list[str] | None = None
+    inference: str = "fp32"
 
 
 @dataclass
@@ -206,6 +210,12 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
 
     if cfg.evaluate.inference not in MODES:
         raise QueritInputError(f"unknown evaluate.inference {cfg.evaluate.inference!r}; expected one of {', '.join(MODES)}")
+    for i, t in enumerate(cfg.teachers):
+        if t.inference not in MODES:
+            raise QueritInputError(f"unknown teachers[{i}].inference {t.inference!r}; expected one of {', '.join(MODES)}")
+        if t.inference != "fp32" and t.type not in _CROSS_ENCODER_TEACHERS:
+            raise QueritInputError(f"teachers[{i}].inference applies to cross-encoder and stage1 teachers only, "
+                                   f"not to type {t.type!r}; leave it out")
     check_config(cfg)
     return cfg
 
@@ -240,6 +250,8 @@ def config_hash(obj: Any) -> str:
 
 # ----------------------------------------------------------------------------- factories
 LOSSES: dict[str, str] = {"hinge": "ScoreGapHingeLoss", "kl": "SoftLabelKLLoss", "mse": "SoftLabelMSELoss"}
+
+_CROSS_ENCODER_TEACHERS = ("stage1", "cross-encoder", "cross_encoder")
 
 _LANGUAGES = {"en": "english", "de": "german", "es": "spanish", "ru": "russian", "ar": "arabic", "hi": "hindi", "zh": "chinese"}
 
@@ -279,7 +291,8 @@ def build_teacher(
             continue
         if spec.type == "stage1":
             if stage1 is not None:
-                members.append(T.CrossEncoderTeacher(str(stage1), batch_size=64, max_length=max_length))
+                members.append(T.CrossEncoderTeacher(str(stage1), batch_size=64, max_length=max_length,
+                                                     inference=spec.inference))
                 weights.append(spec.weight)
             continue
         if spec.type == "embedding":
@@ -287,7 +300,7 @@ def build_teacher(
         elif spec.type == "bm25":
             members.append(T.BM25Teacher(corpus_texts, language=language))
         elif spec.type in ("cross-encoder", "cross_encoder"):
-            members.append(T.CrossEncoderTeacher(spec.model))
+            members.append(T.CrossEncoderTeacher(spec.model, inference=spec.inference))
         else:
             raise QueritInputError(f"unknown teacher type {spec.type!r}; expected embedding, bm25, cross-encoder or stage1")
         weights.append(spec.weight)
@@ -496,7 +509,8 @@ def pretrain_dataset(cfg: PipelineConfig) -> Any:
 def stage1_dir(cfg: PipelineConfig) -> Path:
     """The stage-1 cache folder: keyed by everything stage 1 reads (``stage1`` teachers only act in stage 2, so they
     are left out of the key: changing their weight reuses the cached model)."""
-    teachers = [dataclasses.asdict(t) for t in cfg.teachers if t.type != "stage1"]
+    teachers = [{k: v for k, v in dataclasses.asdict(t).items() if not (k == "inference" and v == "fp32")}
+                for t in cfg.teachers if t.type != "stage1"]  # the default inference mode keeps earlier cache keys
     key = config_hash({"backbone": cfg.backbone, "retriever": cfg.retriever, "max_length": cfg.max_length,
                        **({"backbone_layers": cfg.backbone_layers} if cfg.backbone_layers else {}),
                        "teachers": teachers, "pretrain": dataclasses.asdict(cfg.pretrain),

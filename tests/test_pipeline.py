@@ -144,7 +144,7 @@ def test_stage1_teacher_language_filter_and_compact_backbone(tiny_config, shared
     values = yaml.safe_load(Path(tiny_config).read_text())
     emb = values["teachers"][0]["model"]
     values["teachers"] = [{"type": "embedding", "model": emb, "languages": ["english"]}, {"type": "bm25"},
-                          {"type": "stage1", "weight": 2.0}]
+                          {"type": "stage1", "weight": 2.0, "inference": "onnx"}]
     values["backbone_layers"] = 1
     values["adapt"]["source_bonus"] = 0.5
     path = tmp_path / "levers.yaml"
@@ -162,7 +162,7 @@ def test_stage1_teacher_language_filter_and_compact_backbone(tiny_config, shared
     assert AutoConfig.from_pretrained(str(stage1)).num_hidden_layers == 1
     with_s1 = build_teacher(cfg.teachers, texts, "german", stage1=stage1)
     assert isinstance(with_s1, EnsembleTeacher) and with_s1.weights == [1.0, 2.0]
-    assert isinstance(with_s1.teachers[1], CrossEncoderTeacher)
+    assert isinstance(with_s1.teachers[1], CrossEncoderTeacher) and with_s1.teachers[1].inference == "onnx"
 
     target = _slice(shared_data / "xquad-r-de", tmp_path / "de")
     model = adapt(cfg, target, stage1, tmp_path / "adapted")
@@ -195,10 +195,26 @@ def test_stage1_cache_key_ignores_stage2_only_teachers(tiny_config):
     key = stage1_dir(load_config(None, base))
     assert stage1_dir(load_config(None, with_stage1)) == key
     assert stage1_dir(load_config(None, heavier)) == key
+    onnx_stage1 = {**base, "teachers": base["teachers"] + [{"type": "stage1", "inference": "onnx"}]}
+    assert stage1_dir(load_config(None, onnx_stage1)) == key
+    explicit_default = {**base, "teachers": [{**t, "inference": "fp32"} for t in base["teachers"]]}
+    assert stage1_dir(load_config(None, explicit_default)) == key  # the new field's default keeps old cache keys
     other_teacher = {**base, "teachers": [{**base["teachers"][0], "weight": 2.0}, base["teachers"][1]]}
     assert stage1_dir(load_config(None, other_teacher)) != key
     other_train = {**base, "pretrain": {**base["pretrain"], "num_candidates": 6}}
     assert stage1_dir(load_config(None, other_train)) != key
+
+
+def test_teacher_inference_mode_is_checked(tiny_config):
+    base = yaml.safe_load(Path(tiny_config).read_text())
+    bad_mode = {**base, "teachers": base["teachers"] + [{"type": "stage1", "inference": "turbo"}]}
+    with pytest.raises(QueritInputError, match=r"teachers\[\d\]\.inference 'turbo'"):
+        load_config(None, bad_mode)
+    not_a_cross_encoder = {**base, "teachers": [{**base["teachers"][0], "inference": "onnx"}]}
+    with pytest.raises(QueritInputError, match="cross-encoder and stage1 teachers only"):
+        load_config(None, not_a_cross_encoder)
+    cfg = load_config(None, {**base, "teachers": base["teachers"] + [{"type": "stage1", "inference": "onnx"}]})
+    assert cfg.teachers[-1].inference == "onnx"
 
 
 def test_config_overrides_merge_nested_and_replace_lists(tiny_config):

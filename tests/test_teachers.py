@@ -188,6 +188,29 @@ def test_cross_encoder_teacher(tiny_cross_encoder_dir, xquad_en):
         CrossEncoderTeacher(teacher.model, activation="softmax")
 
 
+def test_cross_encoder_teacher_inference_mode(tiny_cross_encoder_dir, xquad_en):
+    """``inference="onnx"`` scores like fp32 (ONNX Runtime, exact), is part of the fingerprint (labels scored in
+    another mode are not reused), and leaves a caller's model as it was."""
+    from sentence_transformers import CrossEncoder
+
+    from querit_st.inference import inference_mode_of
+
+    pairs = _relevant_pairs(xquad_en, 6)
+    qs, ds = [q for q, _ in pairs], [d for _, d in pairs]
+    fp32 = CrossEncoderTeacher(str(tiny_cross_encoder_dir))
+    onnx = CrossEncoderTeacher(str(tiny_cross_encoder_dir), inference="onnx")
+    assert onnx.inference == "onnx" and inference_mode_of(onnx.model) == "onnx"
+    np.testing.assert_allclose(onnx.score(qs, ds), fp32.score(qs, ds), rtol=1e-4, atol=1e-4)
+    assert onnx.fingerprint()["inference"] == "onnx" and "inference" not in fp32.fingerprint()
+    assert onnx.fingerprint()["model"] == fp32.fingerprint()["model"]
+    given = CrossEncoder(str(tiny_cross_encoder_dir))
+    in_memory = CrossEncoderTeacher(given, inference="onnx")
+    assert inference_mode_of(given) is None and in_memory.model is not given
+    assert in_memory.fingerprint() == {**CrossEncoderTeacher(given).fingerprint(), "inference": "onnx"}
+    with pytest.raises(QueritInputError, match="inference must be one of"):
+        CrossEncoderTeacher(given, inference="fast")
+
+
 def test_fingerprints_of_in_memory_models_are_content_based(tiny_cross_encoder_dir, tiny_embedding_dir):
     """Mining's config hash must match across processes, so in-memory models are identified by their weights."""
     from sentence_transformers import CrossEncoder, SentenceTransformer
