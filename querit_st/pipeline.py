@@ -208,12 +208,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     check_backbone_layers(cfg.backbone_layers)
     from querit_st.inference import MODES
 
-    if cfg.evaluate.inference not in MODES:
-        raise QueritInputError(f"unknown evaluate.inference {cfg.evaluate.inference!r}; expected one of {', '.join(MODES)}")
+    modes = [("evaluate.inference", cfg.evaluate.inference)] + [(f"teachers[{i}].inference", t.inference)
+                                                               for i, t in enumerate(cfg.teachers)]
+    for where, mode in modes:
+        if mode not in MODES:
+            raise QueritInputError(f"unknown {where} {mode!r}; expected one of {', '.join(MODES)}")
     for i, t in enumerate(cfg.teachers):
-        if t.inference not in MODES:
-            raise QueritInputError(f"unknown teachers[{i}].inference {t.inference!r}; expected one of {', '.join(MODES)}")
-        if t.inference != "fp32" and t.type not in _CROSS_ENCODER_TEACHERS:
+        if t.inference != "fp32" and t.type != "stage1" and t.type not in _CROSS_ENCODER_TYPES:
             raise QueritInputError(f"teachers[{i}].inference applies to cross-encoder and stage1 teachers only, "
                                    f"not to type {t.type!r}; leave it out")
     check_config(cfg)
@@ -251,7 +252,7 @@ def config_hash(obj: Any) -> str:
 # ----------------------------------------------------------------------------- factories
 LOSSES: dict[str, str] = {"hinge": "ScoreGapHingeLoss", "kl": "SoftLabelKLLoss", "mse": "SoftLabelMSELoss"}
 
-_CROSS_ENCODER_TEACHERS = ("stage1", "cross-encoder", "cross_encoder")
+_CROSS_ENCODER_TYPES = ("cross-encoder", "cross_encoder")
 
 _LANGUAGES = {"en": "english", "de": "german", "es": "spanish", "ru": "russian", "ar": "arabic", "hi": "hindi", "zh": "chinese"}
 
@@ -299,7 +300,7 @@ def build_teacher(
             members.append(T.EmbeddingTeacher(build_retriever(spec.model or "minilm-l6")))
         elif spec.type == "bm25":
             members.append(T.BM25Teacher(corpus_texts, language=language))
-        elif spec.type in ("cross-encoder", "cross_encoder"):
+        elif spec.type in _CROSS_ENCODER_TYPES:
             members.append(T.CrossEncoderTeacher(spec.model, inference=spec.inference))
         else:
             raise QueritInputError(f"unknown teacher type {spec.type!r}; expected embedding, bm25, cross-encoder or stage1")
