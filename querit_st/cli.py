@@ -22,6 +22,9 @@ commands:
   merge     A B [C ...] --t T --output DIR                  stage 3, SLERP
   evaluate  --data DIR --reranker M --retriever R --top-k K --output FILE
   pipeline  --config C --target DIR [DIR ...] --output DIR    all stages (+ results.json when DIR has qrels)
+
+pretrain / adapt / pipeline take --set KEY=VALUE (repeatable) to override one config value, e.g.
+  querit-st pipeline --config examples/configs/adapt600.yaml --set adapt.seeds=[0,1,2] --target vaswani --output OUT
 """
 
 
@@ -30,13 +33,44 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder holding the shared BEIR datasets (default: $QUERIT_DATA or ../shared/data)")
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from checkpoints / shards")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, dotted key, YAML value (repeatable): --set adapt.seeds=[0,1,2]")
     p.add_argument("-v", "--verbose", action="store_true")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["adapt.seeds=[0,1,2]", "seed=3"]`` -> ``{"adapt": {"seeds": [0, 1, 2]}, "seed": 3}`` (values read by
+    ``yaml.safe_load``; merged into the config file by :func:`querit_st.pipeline.load_config`)."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise QueritInputError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. adapt.num_queries=600")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise QueritInputError(f"--set {item!r}: the value is not valid YAML: {e}") from None
+        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            try:
+                value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+            except ValueError:
+                pass
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise QueritInputError(f"--set {item!r}: {part!r} was already set to a value, not a section")
+        node[parts[-1]] = value
+    return out
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202
     from querit_st.pipeline import load_config
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, parse_overrides(getattr(args, "overrides", [])))
     if getattr(args, "data_root", None):
         cfg.data_root = args.data_root
     if getattr(args, "lora", False):

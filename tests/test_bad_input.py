@@ -98,6 +98,12 @@ CASES = [
     ("pipeline: YAML that is not data", lambda t, f: [
         "pipeline", "--config", str(_yaml(t / "c.yaml", "retriever: !!python/object/apply:os.system ['echo x']\n")),
         "--target", str(_beir(t / "d")), "--output", str(f["out"])], "not valid YAML"),
+    ("pipeline: --set without a value", lambda t, f: [
+        "pipeline", "--config", str(_config(t / "c.yaml", f["emb"])), "--set", "adapt.seeds",
+        "--target", str(_beir(t / "d")), "--output", str(f["out"])], "expected KEY=VALUE"),
+    ("pipeline: --set of an unknown key", lambda t, f: [
+        "pipeline", "--config", str(_config(t / "c.yaml", f["emb"])), "--set", "adapt.num_querys=5",
+        "--target", str(_beir(t / "d")), "--output", str(f["out"])], "num_querys"),
 ]
 
 

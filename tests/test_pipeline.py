@@ -7,6 +7,7 @@ import builtins
 import io
 import json
 import os
+import argparse
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,21 @@ def test_config_overrides_merge_nested_and_replace_lists(tiny_config):
     assert cfg.adapt.num_queries == 7 and cfg.adapt.train.learning_rate == 5e-4
     assert cfg.adapt.top_k == file_values["adapt"]["top_k"]
     assert cfg.adapt.train.max_steps == file_values["adapt"]["train"]["max_steps"]
+
+
+def test_cli_set_overrides_nested_values(tmp_path):
+    """``--set KEY=VALUE`` (dotted key, YAML value) changes one value and keeps the rest of its section."""
+    from querit_st.cli import _config, parse_overrides
+    from querit_st.pipeline import load_config
+
+    assert parse_overrides(["adapt.seeds=[0,1,2]", "seed=3", "adapt.query_generator.type=terms"]) == {
+        "adapt": {"seeds": [0, 1, 2], "query_generator": {"type": "terms"}}, "seed": 3}
+    config = Path(__file__).resolve().parents[1] / "examples" / "configs" / "demo.yaml"
+    base = load_config(config)
+    args = argparse.Namespace(config=str(config), data_root=None, lora=False,
+                              overrides=["adapt.seeds=[0, 1, 2]", "adapt.train.learning_rate=1e-4"])
+    cfg = _config(args)
+    assert cfg.adapt.seeds == [0, 1, 2] and cfg.adapt.train.learning_rate == 1e-4
+    assert cfg.adapt.num_queries == base.adapt.num_queries and cfg.adapt.train.loss == base.adapt.train.loss
+    with pytest.raises(QueritInputError, match="already set"):
+        parse_overrides(["seed=1", "seed.x=2"])
