@@ -369,7 +369,12 @@ def worker_main(args: argparse.Namespace) -> None:
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}), flush=True)
         return
     load_s = time.perf_counter() - t0
-    print(json.dumps({"ok": True, "load_s": load_s, "rss_loaded_mb": _rss_mb(), "rss_before_mb": rss0}), flush=True)
+    applied = getattr(model, "_querit_inference_mode", None)  # ours: the concrete mode ("compact" depends on the CPU)
+    if applied:
+        scorer = model[0].model
+        applied = f"{applied} ({getattr(scorer, 'label', type(scorer).__name__)})"
+    hello = {"ok": True, "load_s": load_s, "rss_loaded_mb": _rss_mb(), "rss_before_mb": rss0, "mode_applied": applied}
+    print(json.dumps(hello), flush=True)
     kw = {"batch_size": args.batch_size, "show_progress_bar": False, "activation_fn": torch.nn.Identity()}
     for line in sys.stdin:
         req = json.loads(line)
@@ -477,6 +482,8 @@ def section_rerank(args: argparse.Namespace, payload: dict[str, Any], inputs: Pa
             continue
         workers[name] = w
         out["configs"][name] = {"available": True, "load_s": w.hello["load_s"], "rss_loaded_mb": w.hello["rss_loaded_mb"]}
+        if w.hello.get("mode_applied"):
+            out["configs"][name]["mode_applied"] = w.hello["mode_applied"]
     # bf16 without native support is ~100x slower than fp32 here: it gets a subset and one round (flagged)
     bf16_names = [n for n in workers if "bf16" in n]
     subset = max(8, n_pairs // 20)
@@ -638,8 +645,10 @@ def section_limits(args: argparse.Namespace) -> dict[str, Any]:
                 out[name] = f"unavailable: {exc}"
     out.update(best)
     out["fp32_peak"] = max(v for k, v in best.items() if k.startswith("fp32"))
-    out["bf16_peak"] = max((v for k, v in best.items() if k.startswith("bf16")), default=None)
-    out["int8_peak"] = max((v for k, v in best.items() if k.startswith("int8")), default=None)
+    # a bf16 / int8 "peak" below the fp32 one is emulation, not a limit worth a fraction: None
+    for kind in ("bf16", "int8"):
+        peak = max((v for k, v in best.items() if k.startswith(kind)), default=None)
+        out[f"{kind}_peak"] = peak if peak is not None and peak > out["fp32_peak"] else None
     return out
 
 
@@ -857,6 +866,10 @@ def section_scaling(args: argparse.Namespace, payload: dict[str, Any], model_dir
 # ------------------------------------------------------------------------------------------------ report
 
 
+def _peak(value: float | None, unit: str) -> str:
+    return f"{value:.1f} {unit}" if value else "emulated (below fp32)"
+
+
 def print_tables(res: dict[str, Any]) -> None:
     r = res.get("rerank")
     if r:
@@ -872,7 +885,7 @@ def print_tables(res: dict[str, Any]) -> None:
             print(f"{name:22s} {f(c.get('pairs_per_s'), '9.1f')} {f(c.get('ratio_vs_st_fp32'), '10.2f')} "
                   f"{f(c.get('ratio_vs_st_best'), '10.2f')} {f(c.get('nDCG@10'), '8.4f')} {f(c.get('nDCG@10_delta_points'), '6.2f')} "
                   f"{f(c.get('spearman_vs_st_fp32'), '9.4f')} {f(c.get('peak_rss_mb'), '11.0f')}"
-                  + (" *" if c.get("note") else ""))
+                  + (" *" if c.get("note") else "") + (f"  [{c['mode_applied']}]" if c.get("mode_applied") else ""))
         print(f"st-best = {r.get('st_best')}; first stage nDCG@10 = {r.get('first_stage_nDCG@10'):.4f}; "
               f"* = {next((c['note'] for c in r['configs'].values() if c.get('note')), '')}")
         if r.get("quality_model"):
@@ -889,15 +902,16 @@ def print_tables(res: dict[str, Any]) -> None:
         if r and "flops" in r:
             fl = r["flops"]["flops_per_pair"]
             print(f"FLOPs per pair: {fl / 1e9:.2f} GFLOP (mean {r['flops']['mean_tokens']:.1f} tokens); "
-                  f"peaks: fp32 {lim['fp32_peak']:.1f} GFLOP/s, bf16 {lim.get('bf16_peak') or 0:.1f} GFLOP/s, "
-                  f"int8 {lim.get('int8_peak') or 0:.1f} GOP/s")
+                  f"peaks: fp32 {lim['fp32_peak']:.1f} GFLOP/s, bf16 {_peak(lim.get('bf16_peak'), 'GFLOP/s')}, "
+                  f"int8 {_peak(lim.get('int8_peak'), 'GOP/s')}")
             for name, c in r["configs"].items():
                 if c.get("pairs_per_s") and not c.get("note"):
                     done = c["pairs_per_s"] * fl / 1e9
                     frac = f"{100 * done / lim['fp32_peak']:5.1f}% of the fp32 peak"
+                    applied = c.get("mode_applied") or name
                     if ("bf16" in name or "openvino" in name or "compact" in name) and lim.get("bf16_peak"):
                         frac += f", {100 * done / lim['bf16_peak']:5.1f}% of the bf16 peak"
-                    if ("int8" in name or "compact" in name) and lim.get("int8_peak"):
+                    if "int8" in applied and lim.get("int8_peak"):
                         frac += f", {100 * done / lim['int8_peak']:5.1f}% of the int8 peak"
                     print(f"{name:22s} {done:7.1f} GFLOP/s (dense-equivalent) = {frac}")
             print("(packed / [CLS]-only modes skip ~14% of the FLOPs counted here, so they can pass 100%)")

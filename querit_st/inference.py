@@ -41,9 +41,12 @@ Modes (speed measured by ``benchmarks/speed.py``; see the table at the end of th
     OpenVINO's run-time activation quantisation. Non-int8 work runs in OpenVINO's default precision (bf16 on CPUs
     with AVX-512 BF16 / AMX). Needs ``pip install querit-st[openvino]``.
 ``"compact"``
-    The documented default: ``"openvino-int8"`` when ``openvino`` and ``nncf`` are installed, else
-    ``"onnx-int8"`` when ``onnxruntime`` and ``onnx`` are, else ``"packed"`` (exact fp32). Pass ``calibration``
-    (a few hundred pairs from the target collection) for the static-int8 speed below.
+    The documented default, chosen for this CPU. With an int8 dot product (AVX-512 VNNI, AVX-VNNI or AMX):
+    ``"openvino-int8"`` when ``openvino`` and ``nncf`` are installed, else ``"onnx-int8"`` when ``onnxruntime``
+    and ``onnx`` are, else ``"packed"``; pass ``calibration`` (a few hundred pairs from the target collection)
+    for the static-int8 speed below. Without one (plain AVX2) int8 matmuls peak at only ~1.7x fp32 and the
+    int8 graphs measured slower than the exact fp32 ones or lost quality, so ``"compact"`` is the exact
+    ``"openvino"`` (else ``"onnx"``, else ``"packed"``) and ignores ``calibration``.
 
 Architectures: the packed/ONNX modes support BERT-style sequence classification models
 (``BertForSequenceClassification`` with absolute positions: MiniLM, e5, BGE, the ``minilm-l6`` and
@@ -73,6 +76,12 @@ OpenVINO backends, which need optimum)::
     compact (openvino-int8, static)       333.1     5.38     0.3522 (-0.14)    0.998
 
 ``compact`` is 5.4x sentence-transformers fp32 and 1.4x its fastest backend here (OpenVINO) at -0.14 nDCG@10.
+
+The same benchmark on 2 cores of an AVX2-only AMD EPYC (no VNNI, no native bf16; the 8-target merged demo
+reranker, 3 rounds; ``benchmarks/results/speed_rerank_avx2.json``): matmul peaks fp32 187 GFLOP/s, int8 321 GOP/s
+(1.7x), bf16 emulated. ST fp32 68.6 pairs/s, its best backend (the OpenVINO graph) 73.1; ``openvino`` 88.3
+(1.30x ST fp32, 1.24x ST's best, exact), ``onnx`` 86.1 (exact), ``onnx-int8`` 105.7 (1.54x, but -1.43 nDCG@10),
+``openvino-int8`` dynamic 84.6 (+0.22), static 73.3 (+0.02). Hence ``compact`` = ``openvino`` on such CPUs.
 
 Example:
     ::
@@ -141,9 +150,29 @@ def cpu_features() -> dict[str, Any]:
         "avx512_vnni": _probe("_is_vnni_supported"),
         "avx512_bf16": _probe("_is_avx512_bf16_supported"),
         "amx": _probe("_is_amx_tile_supported"),
+        "avx_vnni": _linux_cpu_flag("avx_vnni"),
         "threads": torch.get_num_threads(),
         "quantized_engines": list(torch.backends.quantized.supported_engines),
     }
+
+
+def _linux_cpu_flag(flag: str) -> bool:
+    """Whether ``/proc/cpuinfo`` lists ``flag`` (False where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return flag in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def _has_native_int8() -> bool:
+    """An int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX): without one, int8 matmuls run on
+    ``vpmaddubsw`` at about 1.7x the fp32 peak (measured: 321 GOP/s int8 vs 187 GFLOP/s fp32 on 2 AVX2 cores)."""
+    f = cpu_features()
+    return bool(f["avx512_vnni"] or f["avx_vnni"] or f["amx"])
 
 
 def _has_native_bf16() -> bool:
@@ -160,9 +189,12 @@ def resolve_mode(mode: str) -> str:
     if not isinstance(mode, str) or mode not in MODES:
         raise QueritInputError(f"unknown inference mode {mode!r}; expected one of {', '.join(MODES)}")
     if mode == "compact":
-        if _openvino_available() and _nncf_available():
-            return "openvino-int8"
-        return "onnx-int8" if _onnx_available() else "packed"
+        int8 = _has_native_int8()  # without an int8 dot product, int8 loses to the exact fp32 graphs (measured)
+        if _openvino_available() and (_nncf_available() or not int8):
+            return "openvino-int8" if int8 else "openvino"
+        if _onnx_available():
+            return "onnx-int8" if int8 else "onnx"
+        return "packed"
     return mode
 
 
@@ -585,7 +617,7 @@ def _onnx_scorer(packed: PackedBertScorer, int8: bool, threads: int | None, skip
         if int8:
             final = Path(tmp) / "model_int8.onnx"
             # u8s8 is the fast path with VNNI; without it (AVX2) u8u8 avoids vpmaddubsw saturation
-            _onnx_int8(fp32, final, packed, weight_type="int8" if cpu_features()["avx512_vnni"] else "uint8", skip=skip)
+            _onnx_int8(fp32, final, packed, weight_type="int8" if _has_native_int8() else "uint8", skip=skip)
         data = final.read_bytes()
     return OnnxScorer(data, packed.config, threads=threads, label="onnx-int8" if int8 else "onnx")
 
@@ -759,7 +791,7 @@ def _overflow_fix(features: dict[str, Any]) -> Any:
     default, 0.9992 with ``ENABLE``. An IR quantised on a VNNI CPU keeps full-range weights: re-export it for AVX2."""
     from nncf.quantization.advanced_parameters import OverflowFix
 
-    return OverflowFix.FIRST_LAYER if features["avx512_vnni"] else OverflowFix.ENABLE
+    return OverflowFix.FIRST_LAYER if features["avx512_vnni"] or features["avx_vnni"] or features["amx"] else OverflowFix.ENABLE
 
 
 def _openvino_scorer(

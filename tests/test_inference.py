@@ -171,8 +171,22 @@ def test_keep_fp32_option(tiny_cross_encoder_dir, tiny_reference):
     np.testing.assert_allclose(_scores(model, pairs), ref, rtol=1e-4, atol=1e-4)  # nothing quantised: exact
 
 
-def test_compact_resolves_to_documented_mode():
-    assert resolve_mode("compact") == ("openvino-int8" if HAS_NNCF else "onnx-int8" if HAS_ORT else "packed")
+@pytest.mark.parametrize("native_int8", [True, False])
+def test_compact_resolves_to_documented_mode(native_int8, monkeypatch):
+    """int8 only where the CPU has an int8 dot product; elsewhere the fastest exact graph."""
+    from querit_st import inference
+
+    monkeypatch.setattr(inference, "_has_native_int8", lambda: native_int8)
+    if native_int8:
+        want = "openvino-int8" if HAS_NNCF else "onnx-int8" if HAS_ORT else "packed"
+    else:
+        want = "openvino" if HAS_OV else "onnx" if HAS_ORT else "packed"
+    assert resolve_mode("compact") == want
+    for available in (False, True):  # nothing optional installed / everything installed
+        for name in ("_openvino_available", "_nncf_available", "_onnx_available"):
+            monkeypatch.setattr(inference, name, lambda a=available: a)
+        want = ("openvino-int8" if native_int8 else "openvino") if available else "packed"
+        assert resolve_mode("compact") == want
 
 
 @pytest.mark.skipif(not HAS_NNCF, reason="openvino / nncf not installed")
