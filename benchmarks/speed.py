@@ -254,8 +254,12 @@ def _load_config(name: str, model_dir: str, optimum_path: str | None, calibratio
                 exported.save(str(tmp / "m"))
                 qconfig = "avx512_vnni" if "avx512_vnni" in _cpu_flags() else "avx2"
                 export_dynamic_quantized_onnx_model(exported, qconfig, str(tmp / "m"))
+                # the file is named after the weight dtype: model_qint8_avx512_vnni.onnx, model_quint8_avx2.onnx
+                found = sorted((tmp / "m" / "onnx").glob(f"model_*_{qconfig}.onnx"))
+                if not found:
+                    raise FileNotFoundError(f"no onnx/model_*_{qconfig}.onnx after export_dynamic_quantized_onnx_model")
                 model = CrossEncoder(str(tmp / "m"), backend="onnx",
-                                     model_kwargs={"file_name": f"onnx/model_qint8_{qconfig}.onnx"})
+                                     model_kwargs={"file_name": f"onnx/{found[0].name}"})
             else:
                 model = CrossEncoder(str(tmp / "m"), backend=backend)
         else:  # pragma: no cover
