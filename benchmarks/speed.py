@@ -7,7 +7,8 @@ are interleaved round by round and every ratio is the median of per-round ratios
    bf16 autocast, its ONNX / OpenVINO backends where they load (and ``proxy-st-onnx[-int8]``: what that backend
    runs, built without optimum: the HF graph in ONNX Runtime, int8 by the "avx2" recipe of
    ``export_dynamic_quantized_onnx_model``), and each mode of :func:`querit_st.inference.optimize_for_inference`
-   (``ours-onnx-int8-all``: ``onnx-int8`` with ``keep_fp32=()``). Every configuration runs in its own worker process (so its
+   (``ours-onnx-int8-all``: ``onnx-int8`` with ``keep_fp32=()``; the other ``ours-onnx-int8-*`` keep the named
+   linears in fp32). Every configuration runs in its own worker process (so its
    peak RSS is its own); the parent interleaves them: round r runs every worker once, in a shuffled order.
    Inputs: the first queries of vaswani with their top-k from ``DenseRetriever("minilm-l6")``.
 2. **The machine's limit**: fp32 / bf16 / int8 matmul throughput and the fraction of it reranking reaches
@@ -72,6 +73,10 @@ CONFIGS: dict[str, tuple[str, str]] = {
     "ours-packed-int8": ("ours", "packed-int8"),
     "ours-onnx": ("ours", "onnx"),
     "ours-onnx-int8": ("ours", "onnx-int8"),
+    "ours-onnx-int8-all": ("ours", "onnx-int8:keep="),  # every encoder matmul in int8
+    "ours-onnx-int8-attn-out": ("ours", "onnx-int8:keep=ffn_out+attn_out"),
+    "ours-onnx-int8-qkv-only": ("ours", "onnx-int8:keep=ffn_out+attn_out+ffn_in"),  # only Q/K/V in int8
+    "ours-onnx-int8-ffn-in-attn": ("ours", "onnx-int8:keep=ffn_out+qkv"),  # ffn_in and attn_out in int8
     "ours-openvino": ("ours", "openvino"),
     "ours-openvino-int8": ("ours", "openvino-int8"),
     "ours-compact": ("ours", "compact:calibrated"),
@@ -274,7 +279,9 @@ def _load_config(name: str, model_dir: str, optimum_path: str | None, calibratio
         from querit_st.inference import inference_mode_of, optimize_for_inference
 
         mode, _, variant = option.partition(":")
-        extra: dict[str, Any] = {"keep_fp32": ()} if variant == "all" else {}
+        extra: dict[str, Any] = {}
+        if variant.startswith("keep="):  # the linear kinds left in fp32, "+"-separated ("keep=" for none)
+            extra["keep_fp32"] = tuple(k for k in variant[len("keep="):].split("+") if k)
         if variant == "calibrated":
             if not calibration:
                 raise ValueError("no calibration pairs given")
@@ -662,7 +669,6 @@ def section_limits(args: argparse.Namespace) -> dict[str, Any]:
 def section_training(args: argparse.Namespace, payload: dict[str, Any], model_dir: Path) -> dict[str, Any]:
     import tempfile
 
-    import torch
     from datasets import Dataset
     from sentence_transformers import CrossEncoder
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments

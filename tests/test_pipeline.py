@@ -15,7 +15,7 @@ import yaml
 
 from querit_st._utils import QueritInputError
 from querit_st.cli import main as cli_main
-from querit_st.pipeline import adapt, load_config, run_pipeline
+from querit_st.pipeline import adapt, load_config
 
 
 def _slice(src: Path, dst: Path, n_queries: int = 12) -> Path:
