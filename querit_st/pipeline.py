@@ -184,22 +184,42 @@ def merge_config_values(base: dict[str, Any], overrides: dict[str, Any]) -> dict
     return out
 
 
+def read_config_values(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping a YAML config file holds, with its ``base`` resolved.
+
+    ``base: demo.yaml`` (a path relative to the file's folder, or absolute) names a config this one extends: the
+    base's values are read first (recursively) and this file's values are merged over them by
+    :func:`merge_config_values`, so a variant states only what it changes."""
+    p = Path(path)
+    if not p.is_file():
+        raise QueritInputError(f"config file {str(p)!r} does not exist")
+    if p.resolve() in _chain:
+        cycle = " -> ".join(str(c) for c in (*_chain, p.resolve()))
+        raise QueritInputError(f"config file {str(p)!r} extends itself through 'base': {cycle}")
+    try:
+        values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise QueritInputError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise QueritInputError(f"config file {str(p)!r} must hold a mapping at the top level")
+    if "base" not in values:
+        return values
+    base = values.pop("base")
+    if not isinstance(base, str) or not base:
+        raise QueritInputError(f"config file {str(p)!r}: 'base' must be the path of another config file, got {base!r}")
+    base_path = Path(base) if Path(base).is_absolute() else p.parent / base
+    if not base_path.is_file():
+        raise QueritInputError(f"config file {str(p)!r}: its base {str(base_path)!r} does not exist")
+    return merge_config_values(read_config_values(base_path, (*_chain, p.resolve())), values)
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
     """Read a YAML config (``yaml.safe_load``: no value is ever evaluated as code); unknown keys are errors.
 
-    ``overrides`` are merged into the file's values by :func:`merge_config_values` (``{"adapt": {"num_queries":
-    600}}`` changes that one key and keeps the rest of ``adapt``)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise QueritInputError(f"config file {str(p)!r} does not exist")
-        try:
-            values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise QueritInputError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-        if not isinstance(values, dict):
-            raise QueritInputError(f"config file {str(p)!r} must hold a mapping at the top level")
+    A ``base:`` key extends another config file (:func:`read_config_values`). ``overrides`` are merged into the
+    file's values by :func:`merge_config_values` (``{"adapt": {"num_queries": 600}}`` changes that one key and keeps
+    the rest of ``adapt``)."""
+    values: dict[str, Any] = read_config_values(path) if path is not None else {}
     values = merge_config_values(values, overrides or {})
     cfg = _build(PipelineConfig, values, "config")
     for spec in (cfg.pretrain.train, cfg.adapt.train):

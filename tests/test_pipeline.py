@@ -120,6 +120,33 @@ def test_config_rejects_unknown_keys_and_cli_exit_codes(tmp_path, tiny_config, c
     assert e.value.code == 2
 
 
+def test_config_base_extends_another_file(tmp_path):
+    (tmp_path / "parent").mkdir()
+    (tmp_path / "parent" / "root.yaml").write_text(
+        "max_length: 96\nadapt: {num_queries: 50, top_k: 12, train: {epochs: 2, learning_rate: 3.0e-5}}\n")
+    (tmp_path / "mid.yaml").write_text("base: parent/root.yaml\nseed: 3\n")
+    (tmp_path / "child.yaml").write_text(f"base: {tmp_path / 'mid.yaml'}\nadapt: {{num_queries: 80, train: {{learning_rate: 1.0e-4}}}}\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    # the child's values win; nested mappings merge key by key through two levels of base (relative, then absolute)
+    assert (cfg.max_length, cfg.seed, cfg.adapt.num_queries, cfg.adapt.top_k) == (96, 3, 80, 12)
+    assert (cfg.adapt.train.epochs, cfg.adapt.train.learning_rate) == (2, 1e-4)
+    assert load_config(tmp_path / "child.yaml", {"adapt": {"top_k": 7}}).adapt.top_k == 7  # overrides apply last
+    # the shipped variant is demo.yaml plus its two changes
+    configs = Path(__file__).resolve().parents[1] / "examples" / "configs"
+    demo = load_config(configs / "demo.yaml", {"adapt": {"num_queries": 600, "train": {"learning_rate": 1e-4}}})
+    assert load_config(configs / "adapt600.yaml") == demo
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(QueritInputError, match="extends itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: gone.yaml\n")
+    with pytest.raises(QueritInputError, match=r"c.yaml.*its base .*gone.yaml.* does not exist"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: [demo.yaml]\n")
+    with pytest.raises(QueritInputError, match="'base' must be the path of another config file"):
+        load_config(tmp_path / "d.yaml")
+
+
 def test_evaluation_inference_mode_gives_the_same_metrics(tiny_config, tiny_cross_encoder_dir, shared_data, tmp_path):
     from querit_st.pipeline import evaluate_models
 
