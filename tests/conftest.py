@@ -17,6 +17,19 @@ import torch  # noqa: E402
 # Tiny models are dominated by threading overhead; one thread is both faster and steadier on 2 shared cores.
 torch.set_num_threads(1)
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` loaded as a module (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 DATA_ROOT = Path(os.environ.get("QUERIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

@@ -1,19 +1,13 @@
 """benchmarks/adaptation.py's pure parts: the mean/spread table over seeds and the issue's bar check."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("adaptation_bench", REPO / "benchmarks" / "adaptation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_benchmark
+
+    return load_benchmark("adaptation")
 
 
 def _seed(retriever, stage1, adapted, merged, merged_alone, teacher):

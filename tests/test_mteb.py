@@ -11,8 +11,6 @@ import pytest
 
 pytest.importorskip("mteb")
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def local_task(shared_data):
@@ -136,12 +134,9 @@ def test_default_tasks_are_mteb_multilingual_v2_reranking():
 
 def _mteb_eval_main():
     """benchmarks/mteb_eval.py's ``main``, loaded in-process (the script wrapper itself, no extra interpreter)."""
-    import importlib.util
+    from conftest import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("mteb_eval_script", REPO / "benchmarks" / "mteb_eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_benchmark("mteb_eval").main
 
 
 def test_mteb_eval_script_offline(tmp_path, tiny_cross_encoder_dir, tiny_embedding_dir, shared_data, capsys,
