@@ -4,7 +4,7 @@ What the stage-2 student can at best learn is what its teacher ensemble gets rig
 scores the shared retriever's top-k of a BEIR test split once with each member -- ``EmbeddingTeacher``
 (multilingual-e5-small, minilm-l6), ``BM25Teacher`` and any cross-encoder given with ``--reranker NAME=PATH`` (the
 stage-1 model, an adapted or merged one) -- then reports nDCG@10 of every combination, each member's scores
-z-normalised per query (``normalize_group_scores``, as ``EnsembleTeacher`` does) and summed with weight 1.
+z-normalised per query (``normalize_rows_by_group``, as ``EnsembleTeacher`` does) and summed with weight 1.
 
 It reads the test qrels: a diagnostic of where the ceiling lies, never a way to choose a training setting.
 Not run by the tests. Example::
@@ -34,13 +34,9 @@ sys.path.insert(0, str(REPO))
 
 def zscore_per_query(scores: Sequence[float] | np.ndarray, owners: list[str]) -> np.ndarray:
     """``scores`` z-normalised within each query's candidates (``owners[i]`` is the query of candidate i)."""
-    from querit_st.teachers import normalize_group_scores
+    from querit_st.teachers import normalize_rows_by_group
 
-    s = np.asarray(scores, dtype=np.float64).copy()
-    owner = np.asarray(owners)
-    for q in dict.fromkeys(owners):
-        s[owner == q] = normalize_group_scores(s[owner == q], "zscore")
-    return s
+    return normalize_rows_by_group(np.asarray(scores, dtype=np.float64)[None, :], owners, "zscore")[0]
 
 
 def combination_ndcg(z: dict[str, np.ndarray], groups: list[tuple[str, str]],

@@ -627,6 +627,21 @@ def normalize_group_scores(scores: np.ndarray, method: str = "zscore") -> np.nda
     raise QueritInputError(f"normalization must be one of 'zscore', 'minmax', 'rank', 'none', got {method!r}")
 
 
+def normalize_rows_by_group(rows: np.ndarray, groups: Sequence[Any], method: str = "zscore") -> np.ndarray:
+    """Each row of ``rows`` (members x pairs) normalised within each group of pairs (:func:`normalize_group_scores`);
+    ``groups[i]`` names the group (query) of pair i. Returns a new float64 array of the same shape."""
+    raw = np.asarray(rows, dtype=np.float64)
+    by_group: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    out = np.zeros_like(raw)
+    for idx in by_group.values():
+        ix = np.asarray(idx)
+        for r in range(raw.shape[0]):
+            out[r, ix] = normalize_group_scores(raw[r, ix], method)
+    return out
+
+
 class EnsembleTeacher(Teacher):
     """Weighted sum of member teachers' scores, each normalised within each query's candidate group.
 
@@ -700,15 +715,10 @@ class EnsembleTeacher(Teacher):
             groups = queries
         elif len(groups) != len(queries):
             raise QueritInputError(f"groups has {len(groups)} entries for {len(queries)} pairs")
-        raw = self.member_scores(queries, documents)
-        by_group: dict[Any, list[int]] = {}
-        for i, g in enumerate(groups):
-            by_group.setdefault(g, []).append(i)
         out = np.zeros(len(queries), dtype=np.float64)
-        for idx in by_group.values():
-            ix = np.asarray(idx)
-            for w, row in zip(self.weights, raw):
-                out[ix] += w * normalize_group_scores(row[ix], self.normalization)
+        for w, row in zip(self.weights, normalize_rows_by_group(self.member_scores(queries, documents), groups,
+                                                                 self.normalization)):
+            out += w * row  # members in order, as a per-pair sum
         return out
 
     __call__ = score
