@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from querit_st._utils import atomic_write_json
+from querit_st.utils import atomic_write_json
 from querit_st.pipeline import load_config, machine_info, run_pipeline
 
 SHARED = ["vaswani", "xquad-r-en", "xquad-r-de", "xquad-r-es", "xquad-r-ru", "xquad-r-zh", "xquad-r-ar", "xquad-r-hi"]

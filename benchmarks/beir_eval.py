@@ -21,7 +21,7 @@ try:
 except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from querit_st.harness import main
+from querit_st.cli.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], prog="benchmarks/beir_eval.py"))

@@ -10,7 +10,7 @@ import sys
 import time
 
 from querit_st import DenseRetriever, evaluate_reranking, load_beir
-from querit_st._utils import atomic_write_json
+from querit_st.utils import atomic_write_json
 from querit_st.data import default_data_root
 from querit_st.pipeline import machine_info
 

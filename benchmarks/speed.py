@@ -13,8 +13,9 @@ are interleaved round by round and every ratio is the median of per-round ratios
    Inputs: the first queries of vaswani with their top-k from ``DenseRetriever("minilm-l6")``.
 2. **The machine's limit**: fp32 / bf16 / int8 matmul throughput and the fraction of it reranking reaches
    (FLOPs per pair = 2 * non-embedding params * tokens + attention).
-3. **Training**: samples/s of a ``CrossEncoderTrainer`` step loop with each querit loss (and the mining collator)
-   against sentence-transformers' ``MSELoss`` on identical rows (skipped gracefully when a module is missing).
+3. **Training**: pairs/s of sentence-transformers' ``CrossEncoderTrainer`` fp32 (the anchor) against querit-st's
+   fast training path on identical stage-1 lists, and how time grows with the number of lists
+   (``benchmarks/speed_train.py``).
 4. **How cost grows**: reranking time as candidates per query double, mining time as the corpus doubles.
 
 Writes ``benchmarks/results/speed.json`` (command, machine, date, all numbers) and prints the tables.
@@ -476,10 +477,10 @@ def section_rerank(args: argparse.Namespace, payload: dict[str, Any], inputs: Pa
     import numpy as np
     from scipy.stats import spearmanr
 
-    from querit_st.inference import _has_native_bf16
+    from querit_st.inference import has_native_bf16
 
     names = [n for n in CONFIGS if args.configs is None or n in args.configs or n == ANCHOR]
-    slow_bf16 = not _has_native_bf16()
+    slow_bf16 = not has_native_bf16()
     n_pairs = len(payload["rows"])
     workers: dict[str, Worker] = {}
     out: dict[str, Any] = {"num_pairs": n_pairs, "batch_size": args.batch_size, "rounds": args.rounds, "configs": {}}
@@ -667,116 +668,14 @@ def section_limits(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def section_training(args: argparse.Namespace, payload: dict[str, Any], model_dir: Path) -> dict[str, Any]:
-    import tempfile
+    """Training pairs/s: sentence-transformers' ``CrossEncoderTrainer`` fp32 against querit-st's fast path on the
+    same stage-1 lists (``benchmarks/speed_train.py``, which also writes ``speed_train.json``)."""
+    import speed_train
 
-    from datasets import Dataset
-    from sentence_transformers import CrossEncoder
-    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import MSELoss
-
-    rows = payload["rows"]
-    by_q: dict[str, list[list[str]]] = {}
-    for r in rows:
-        by_q.setdefault(r[0], []).append(r)
-    docs_per_row = 8
-    rng = random.Random(0)
-    point = {"query": [], "document": [], "label": []}
-    listw = {"query": [], "documents": [], "label": []}
-    for qid, rs in by_q.items():
-        rs = rs[: docs_per_row * 4]
-        for i in range(0, len(rs) - docs_per_row + 1, docs_per_row):
-            chunk = rs[i : i + docs_per_row]
-            labels = [rng.random() for _ in chunk]
-            listw["query"].append(chunk[0][2])
-            listw["documents"].append([c[3] for c in chunk])
-            listw["label"].append(labels)
-            for c, lab in zip(chunk, labels):
-                point["query"].append(c[2])
-                point["document"].append(c[3])
-                point["label"].append(lab)
-    batch_pairs = 16 if args.quick else 32
-    steps = 3 if args.quick else 8
-    out: dict[str, Any] = {"pairs_per_step": batch_pairs, "steps_timed": steps}
-
-    def run(name: str, make_loss: Any, data: dict[str, list], per_device: int, pairs_per_row: int, collator: Any = None) -> None:
-        try:
-            model = CrossEncoder(str(model_dir))
-            loss = make_loss(model)
-            ds = Dataset.from_dict(data)
-            need = per_device * (steps + 1)
-            while len(ds) < need:
-                from datasets import concatenate_datasets
-
-                ds = concatenate_datasets([ds, ds])
-            ds = ds.select(range(need))
-            with tempfile.TemporaryDirectory() as tmp:
-                targs = CrossEncoderTrainingArguments(
-                    output_dir=tmp, per_device_train_batch_size=per_device, max_steps=steps + 1, report_to=[],
-                    logging_steps=10_000, save_strategy="no", use_cpu=True, dataloader_num_workers=0, seed=0,
-                    disable_tqdm=True,
-                )
-                times: list[float] = []
-
-                from transformers import TrainerCallback
-
-                class Clock(TrainerCallback):
-                    def on_step_begin(self, a: Any, s: Any, c: Any, **kw: Any) -> None:
-                        self.t = time.perf_counter()
-
-                    def on_step_end(self, a: Any, s: Any, c: Any, **kw: Any) -> None:
-                        times.append(time.perf_counter() - self.t)
-
-                kwargs = {"data_collator": collator(model)} if collator else {}
-                trainer = CrossEncoderTrainer(model=model, args=targs, train_dataset=ds, loss=loss, callbacks=[Clock()], **kwargs)
-                t0 = time.perf_counter()
-                trainer.train()
-                total = time.perf_counter() - t0
-            timed = times[1:] or times  # the first step warms up
-            import numpy as np
-
-            out[name] = {"pairs_per_s": per_device * pairs_per_row / float(np.median(timed)),
-                         "median_step_s": float(np.median(timed)), "train_call_s": total}
-        except Exception as exc:
-            out[name] = {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
-        _log(f"[train] {name}: {out[name]}")
-
-    run("st-MSELoss", lambda m: MSELoss(m), point, batch_pairs, 1)
-    try:
-        from querit_st import losses as ql
-    except Exception as exc:
-        out["querit_losses"] = f"skipped: import failed: {exc}"
-        return out
-    for cls_name, data, per_device, ppr in (
-        ("SoftLabelMSELoss", point, batch_pairs, 1),
-        ("SoftLabelMSELoss-listwise", listw, batch_pairs // docs_per_row, docs_per_row),
-        ("SoftLabelKLLoss", listw, batch_pairs // docs_per_row, docs_per_row),
-        ("ScoreGapHingeLoss", listw, batch_pairs // docs_per_row, docs_per_row),
-    ):
-        cls = getattr(ql, cls_name.split("-")[0], None)
-        if cls is None:
-            out[cls_name] = {"skipped": "not in querit_st.losses"}
-            continue
-        run(cls_name, lambda m, c=cls: c(m), data, per_device, ppr)
-    # the mining collator (retrieval + teacher labels on the fly) with SoftLabelKLLoss
-    try:
-        from querit_st.collator import TeacherMiningDataCollator, make_query_dataset
-        from querit_st.retriever import DenseRetriever
-
-        corpus = {r[1]: r[3] for r in rows}
-        retriever = DenseRetriever("minilm-l6", cache_dir=False)
-        retriever.index(corpus)
-        teacher = lambda qs, ds: [float(len(d) % 13) for d in ds]  # noqa: E731  (cheap: measures the collator)
-        qds = make_query_dataset(sorted({r[2] for r in rows}))
-        qdata = {c: qds[c] for c in qds.column_names}
-        run(
-            "SoftLabelKLLoss+TeacherMiningDataCollator",
-            lambda m: ql.SoftLabelKLLoss(m), qdata, batch_pairs // docs_per_row, docs_per_row,
-            collator=lambda m: TeacherMiningDataCollator(retriever=retriever, teacher=teacher, top_k=50,
-                                                         num_candidates=docs_per_row),
-        )
-    except Exception as exc:
-        out["SoftLabelKLLoss+TeacherMiningDataCollator"] = {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
-    return out
+    out = ROOT / "benchmarks" / "results" / "speed_train.json"
+    speed_train.main(["--lists", "32" if args.quick else "64,128", "--rounds", "1" if args.quick else "2",
+                      "--output", str(out)])
+    return json.loads(out.read_text())
 
 
 # ------------------------------------------------------------------------------------------------ section 4
@@ -927,11 +826,11 @@ def print_tables(res: dict[str, Any]) -> None:
             print("(packed / [CLS]-only modes skip ~14% of the FLOPs counted here, so they can pass 100%)")
     tr = res.get("training")
     if tr:
-        print("\n== Training step loop (pairs/s; CrossEncoderTrainer, identical rows) ==")
-        for k, v in tr.items():
-            if isinstance(v, dict):
-                print(f"{k:45s} " + (f"{v['pairs_per_s']:8.1f} pairs/s (median step {v['median_step_s']:.2f}s)"
-                                      if "pairs_per_s" in v else f"skipped: {v.get('skipped')}"))
+        print("\n== Training (pairs/s; CrossEncoderTrainer, identical stage-1 lists; x = vs ST fp32) ==")
+        for n, run in tr.get("runs", {}).items():
+            for c, v in run["configs"].items():
+                print(f"lists {n:>5s} {c:12s} {v['pairs_per_s']:8.1f} pairs/s  x{v['ratio_vs_st_fp32']:.2f}  "
+                      f"train {v['train_call_s']:.0f}s")
     sc = res.get("scaling")
     if sc:
         print("\n== How cost grows ==")

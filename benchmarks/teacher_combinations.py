@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from querit_st import teachers as T
-    from querit_st._utils import QueritInputError
+    from querit_st.utils import QueritInputError
     from querit_st.data import doc_text, load_beir
-    from querit_st.pipeline import build_retriever, guess_language
+    from querit_st.pipeline import build_retriever, corpus_language
 
     rerankers = {}
     for spec in args.reranker:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     members = {
         "e5": T.EmbeddingTeacher(build_retriever("multilingual-e5-small")),
         "minilm": T.EmbeddingTeacher(build_retriever("minilm-l6")),
-        "bm25": T.BM25Teacher(list(texts.values()), language=args.language or guess_language(Path(args.data).name)),
+        "bm25": T.BM25Teacher(list(texts.values()), language=corpus_language(list(texts.values()), args.language)),
         **{n: T.CrossEncoderTeacher(p, inference=args.inference) for n, p in rerankers.items()},
     }
     z = {name: zscore_per_query(teacher.score(flat_q, flat_d), [q for q, _ in groups])
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from querit_st._utils import QueritInputError
+    from querit_st.utils import QueritInputError
 
     try:
         raise SystemExit(main())

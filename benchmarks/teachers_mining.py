@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
                     "load_avg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None},
         "retriever": args.retriever,
     }
-    from querit_st._utils import atomic_write_json
+    from querit_st.utils import atomic_write_json
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,13 +12,16 @@ import time
 from pathlib import Path
 
 from querit_st.pipeline import load_config, run_pipeline
+from querit_st.utils.progress import configure_output
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--data", default="../shared/data", help="folder holding the shared BEIR datasets")
 parser.add_argument("--config", default=str(Path(__file__).parent / "configs" / "demo.yaml"))
 parser.add_argument("--targets", nargs="+", default=["vaswani", "xquad-r-de"])
 parser.add_argument("--output", default="runs/demo")
+parser.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' load reports and bars")
 args = parser.parse_args()
+configure_output(args.verbose)
 
 start = time.perf_counter()
 cfg = load_config(args.config)

@@ -106,7 +106,7 @@ def demo() -> None:
 
 def main() -> int:
     if len(sys.argv) > 1:
-        from querit_st.merge import merge_command
+        from querit_st.cli.merge import merge_command
 
         return merge_command(sys.argv[1:])
     demo()

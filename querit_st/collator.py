@@ -4,7 +4,7 @@ The train dataset holds only queries (column ``query``; optional known positives
 ``source_doc_id`` (a corpus id)). For each batch the collator
 
 1. retrieves each query's ``top_k`` with the shared retriever (already indexed; results cached per query text, so
-   later epochs do not search again),
+   later epochs do not search again) and turns the hits into its pool with :func:`~querit_st.retriever.candidate_pool`,
 2. has the teacher score the whole pool (the teachers' own pair cache means a pair is scored once per run),
 3. keeps ``num_candidates`` per query with the same 16-bin sampler as offline mining
    (:func:`~querit_st.mining.sample_across_bins`; the RNG is seeded from ``(seed, query, visit number)``, so every
@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from sentence_transformers.cross_encoder.data_collator import CrossEncoderDataCollator
 
-from querit_st._utils import QueritInputError, check_text
 from querit_st.mining import sample_across_bins
-from querit_st.querygen import stable_seed
+from querit_st.utils.hashing import stable_seed
+from querit_st.retriever import candidate_pool
 from querit_st.teachers import as_score_fn
+from querit_st.utils import QueritInputError, check_text
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ class TeacherMiningDataCollator(CrossEncoderDataCollator):
             hits = self.retriever.search(todo, top_k=self.top_k)
             self.num_searched_queries += len(todo)
             for i, q in enumerate(todo):
-                ranked = sorted(hits.get(str(i), {}).items(), key=lambda kv: -kv[1])[: self.top_k]
-                self._pools[q] = [self._id_pos[str(d)] for d, _ in ranked if str(d) in self._id_pos]
+                pool = candidate_pool(hits.get(str(i), {}), self.top_k, known=self._id_pos)
+                self._pools[q] = [self._id_pos[d] for d in pool]
         return [self._pools[q] for q in queries]
 
     def _positives(self, row: Mapping[str, Any]) -> list[tuple[int | None, str]]:

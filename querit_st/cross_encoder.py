@@ -1,5 +1,6 @@
 """``QueritCrossEncoder``: a sentence-transformers ``CrossEncoder`` with Querit prompts, embedding-model
-initialisation, batched reranking and a training record that travels with the saved model.
+initialisation, batched reranking and a training record that travels with the saved model; and
+:func:`load_querit_checkpoint`, a released Querit decoder checkpoint as a ``QueritCrossEncoder``.
 
 Prompt format
 -------------
@@ -8,7 +9,8 @@ instruction ``"Judge whether the Content meets the requirements based on the Que
 cross-encoder reads a *pair* of segments separated by ``[SEP]``, so the same prompt is realised as the pair
 ``("{instruction} Query: {query}", doc)``: the ``[SEP]`` plays the part of ``"; Content:"``. The prefix is stored
 in sentence-transformers' own ``prompts`` / ``default_prompt_name`` fields of the saved model, which is what makes
-plain ``CrossEncoder(path)`` apply it and give the very same scores.
+plain ``CrossEncoder(path)`` apply it and give the very same scores. The prompt text lives in
+:mod:`querit_st.prompts`, the score fusion rule in :mod:`querit_st.utils.scores`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +27,42 @@ import torch
 from sentence_transformers import CrossEncoder
 from sentence_transformers.base.modules import Transformer
 
-from querit_st._utils import QueritInputError, check_text
+from querit_st.decoder import (
+    DEFAULT_MAX_LENGTH,
+    QUERIT_CLS_TOKEN,
+    MaskMode,
+    QueritDecoderScorer,
+    QueritModuleClasses,
+    is_querit_checkpoint,
+)
+from querit_st.prompts import (  # re-exported: this module was their home before querit_st.prompts
+    QUERIT_INSTRUCTION,
+    QUERIT_PROMPT,
+    QUERIT_PROMPT_NAME,
+    QUERIT_TEMPLATE,
+    format_querit_prompt,
+    querit_prefix,
+)
+from querit_st.utils import QueritInputError, check_text
+from querit_st.utils.scores import fuse_scores, zscore  # re-exported for older callers
 
 logger = logging.getLogger(__name__)
 
-QUERIT_INSTRUCTION = "Judge whether the Content meets the requirements based on the Query."
-QUERIT_PROMPT_NAME = "querit"
-#: The query-side prefix of the Querit prompt for pair (encoder) models.
-QUERIT_PROMPT = f"{QUERIT_INSTRUCTION} Query: "
-#: The full single-sequence template used by decoder (Querit/Qwen3) checkpoints.
-QUERIT_TEMPLATE = "{instruction} Query: {query}; Content: {doc}"
-
-
-def querit_prefix(instruction: str | None = None) -> str:
-    """The query prefix for an instruction (``None`` gives the paper's default instruction)."""
-    instruction = QUERIT_INSTRUCTION if instruction is None else instruction.strip()
-    return f"{instruction} Query: " if instruction else "Query: "
-
-
-def format_querit_prompt(query: str, doc: str, instruction: str | None = None) -> str:
-    """The paper's single-sequence prompt: ``"{instruction} Query: {query}; Content: {doc}"``."""
-    instruction = QUERIT_INSTRUCTION if instruction is None else instruction.strip()
-    return QUERIT_TEMPLATE.format(instruction=instruction, query=query, doc=doc)
+__all__ = [
+    "QUERIT_INSTRUCTION",
+    "QUERIT_PROMPT",
+    "QUERIT_PROMPT_NAME",
+    "QUERIT_TEMPLATE",
+    "QueritCrossEncoder",
+    "check_pairs",
+    "ensure_padding_token",
+    "format_querit_prompt",
+    "fuse_scores",
+    "load_querit_checkpoint",
+    "querit_prefix",
+    "training_record_markdown",
+    "zscore",
+]
 
 
 def check_pairs(pairs: Any, name: str = "pairs") -> list[tuple[str, str]]:
@@ -69,33 +85,6 @@ def _transformer_subfolder(folder: Path) -> Path:
             if entry.get("type", "").endswith("Transformer"):
                 return folder / entry.get("path", "")
     return folder
-
-
-class _QueritModuleClasses(Mapping):
-    """``modules.json`` class refs of querit_st's own modules, imported on first lookup.
-
-    sentence-transformers refuses to import a module class outside ``sentence_transformers.*`` unless
-    ``trust_remote_code=True``, except the classes a model lists in ``_module_classes``. These are installed code the
-    caller already runs, so listing them is not remote code.
-    """
-
-    refs: tuple[str, ...] = ("querit_st.decoder.QueritDecoderScorer",)
-
-    def __getitem__(self, ref: str) -> type:
-        if ref not in self.refs:
-            raise KeyError(ref)
-        from sentence_transformers.util import import_from_string
-
-        return import_from_string(ref)
-
-    def __contains__(self, ref: object) -> bool:
-        return ref in self.refs
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.refs)
-
-    def __len__(self) -> int:
-        return len(self.refs)
 
 
 class QueritCrossEncoder(CrossEncoder):
@@ -122,7 +111,8 @@ class QueritCrossEncoder(CrossEncoder):
             model.rerank("what is a dielectric?", ["a dielectric is an insulator ...", "the sun is a star"])
     """
 
-    _module_classes = _QueritModuleClasses()
+    # saved decoder models reload without trust_remote_code: querit_st's own module classes, listed explicitly
+    _module_classes = QueritModuleClasses()
 
     def __init__(self, *args: Any, training_record: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.training_record: dict[str, Any] = dict(training_record or {})
@@ -144,8 +134,6 @@ class QueritCrossEncoder(CrossEncoder):
     def _load_default_modules(self, model_name_or_path: str, *args: Any, **kwargs: Any) -> Any:
         """A released Querit decoder checkpoint (decoder config + 2-way head) loads through
         :class:`~querit_st.decoder.QueritDecoderScorer`; anything else as ``CrossEncoder`` does."""
-        from querit_st.decoder import QueritDecoderScorer, is_querit_checkpoint
-
         if is_querit_checkpoint(model_name_or_path):
             if self.activation_fn is None:
                 self.activation_fn = torch.nn.Identity()
@@ -188,6 +176,11 @@ class QueritCrossEncoder(CrossEncoder):
             config_kwargs=config_kwargs,
             max_seq_length=max_length,
         )
+        ensure_padding_token(transformer)
+        kept = config_kwargs.get("num_hidden_layers")
+        if kept is not None:  # transformers' load report lists every dropped layer; say once what was kept
+            logger.info("backbone %s: kept its first %d transformer layers (backbone_layers / num_hidden_layers); the "
+                        "dropped layers' weights are ignored and the scoring head is new", model_name_or_path, kept)
         prompts = {QUERIT_PROMPT_NAME: QUERIT_PROMPT} if use_querit_prompt else {}
         model = cls(
             modules=[transformer],
@@ -221,7 +214,7 @@ class QueritCrossEncoder(CrossEncoder):
         """``CrossEncoder.predict`` plus ``instruction=`` (the Querit prompt with a task instruction).
 
         Text pairs are validated: an empty or ``None`` query or document, or a non-string, raises
-        :class:`~querit_st._utils.QueritInputError` naming the offending pair. ``prompt=""`` scores plain pairs.
+        :class:`~querit_st.utils.QueritInputError` naming the offending pair. ``prompt=""`` scores plain pairs.
         """
         if validate and inputs is not None and len(inputs) > 0:
             single = isinstance(inputs, (list, tuple)) and len(inputs) == 2 and isinstance(inputs[0], str)
@@ -231,7 +224,9 @@ class QueritCrossEncoder(CrossEncoder):
         p = self._prompt_for(prompt, prompt_name, instruction)
         return super().predict(inputs, p.get("prompt_name"), p.get("prompt"), *args, **kwargs)
 
-    def rank(self, query: Any, documents: Sequence[Any], *args: Any, instruction: str | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
+    def rank(  # type: ignore[override]
+        self, query: Any, documents: Sequence[Any], *args: Any, instruction: str | None = None, **kwargs: Any
+    ) -> Any:
         check_text(query, "query")
         if documents is None or len(documents) == 0:
             raise QueritInputError("documents is empty; expected at least one document")
@@ -331,6 +326,29 @@ class QueritCrossEncoder(CrossEncoder):
             readme.write_text(text.rstrip() + "\n\n" + section, encoding="utf8")
 
 
+def ensure_padding_token(transformer: Transformer) -> None:
+    """Give a backbone without a padding token one, so that batches of pairs can be scored and trained on.
+
+    Decoder backbones (Qwen3, Llama, ...) often ship without a pad token, and transformers' sequence-classification
+    heads then refuse any batch of more than one pair. The eos token pads (a new ``[PAD]`` token when there is no
+    eos either, with the embeddings resized), and the model config records its id: the head reads the last
+    non-pad token, and a saved folder reloads with the same padding.
+    """
+    tokenizer = transformer.tokenizer
+    if tokenizer is None:
+        return
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+            if len(tokenizer) > transformer.model.get_input_embeddings().weight.shape[0]:
+                transformer.model.resize_token_embeddings(len(tokenizer))
+        logger.info("the backbone has no padding token; padding with %r", tokenizer.pad_token)
+    if getattr(transformer.config, "pad_token_id", None) is None:
+        transformer.config.pad_token_id = tokenizer.pad_token_id
+
+
 def training_record_markdown(record: dict[str, Any]) -> str:
     """The model-card section that records how a querit-st model was trained."""
     if not record:
@@ -346,13 +364,73 @@ def training_record_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def zscore(x: np.ndarray) -> np.ndarray:
-    """Per-list z-score; a constant list maps to zeros."""
-    x = np.asarray(x, dtype=np.float64)
-    sd = x.std()
-    return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
+def load_querit_checkpoint(
+    path_or_name: str | os.PathLike,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    *,
+    revision: str | None = None,
+    device: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
+    model_type: str | None = None,
+    cls_token: str = QUERIT_CLS_TOKEN,
+    head_key: str | None = None,
+    instruction: str | None = None,
+    mteb_truncation: bool = True,
+    mask_mode: MaskMode = "auto",
+    token: bool | str | None = None,
+    cache_folder: str | None = None,
+    local_files_only: bool = False,
+    **kw: Any,
+) -> QueritCrossEncoder:
+    """A released Querit checkpoint (folder or hub repo) as a :class:`~querit_st.QueritCrossEncoder`.
 
+    ``model.predict(pairs)`` then gives the reference's ``p1 - p0`` scores (``activation_fn`` is the identity);
+    ``model.save(path)`` writes a folder that ``QueritCrossEncoder(path)`` reloads without ``trust_remote_code``.
 
-def fuse_scores(reranker: np.ndarray, first_stage: np.ndarray, weight: float) -> np.ndarray:
-    """``z(reranker) + weight * z(first_stage)`` over one query's candidate list."""
-    return zscore(reranker) + weight * zscore(first_stage)
+    Args:
+        path_or_name: a local folder or a hub id (``"Querit/Querit-4B"``, ``"Querit/Querit"``).
+        max_length: as mteb's ``QueritWrapper``: at most ``min(max_length, tokenizer.model_max_length) - 1`` tokens
+            reach the backbone, ``[CLS]`` included.
+        revision, token, cache_folder, local_files_only: hub download options.
+        device: where the model runs (default: sentence-transformers' choice).
+        dtype: the backbone's dtype (``torch.bfloat16`` as mteb runs it, ``torch.float32`` on CPU).
+        model_kwargs: more ``AutoModel.from_pretrained`` options (``attn_implementation``, ``device_map`` ...).
+        trust_remote_code: run the checkpoint's own code. Not needed when transformers knows its ``model_type``
+            (``qwen3``, ``deepseek_v3``): the native classes are used.
+        model_type: read ``config.json`` as this native type (e.g. ``"deepseek_v3"``) when it names another one.
+        cls_token: the token appended to every prompt.
+        head_key: where the head's weight lives in the checkpoint, if not under a usual name.
+        instruction, mteb_truncation, mask_mode: see :class:`QueritDecoderScorer`.
+        **kw: passed to :class:`~querit_st.QueritCrossEncoder` (``prompts``, ``training_record`` ...).
+
+    Raises:
+        querit_st.decoder.QueritCheckpointError: no 2-way head in the checkpoint, no ``[CLS]`` token in its
+            tokenizer, or an unknown architecture without ``trust_remote_code=True``.
+    """
+    model_kwargs = dict(model_kwargs or {})
+    if dtype is not None:
+        model_kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    scorer = QueritDecoderScorer.from_checkpoint(
+        path_or_name,
+        max_length,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        model_type=model_type,
+        model_kwargs=model_kwargs,
+        cls_token=cls_token,
+        head_key=head_key,
+        token=token,
+        cache_folder=cache_folder,
+        local_files_only=local_files_only,
+        instruction=instruction,
+        mteb_truncation=mteb_truncation,
+        mask_mode=mask_mode,
+    )
+    kw.setdefault("activation_fn", torch.nn.Identity())
+    model = QueritCrossEncoder(modules=[scorer], device=device, **kw)
+    model.training_record.setdefault("initialised_from", str(path_or_name))
+    if not os.path.isdir(path_or_name):
+        model.model_card_data.base_model = str(path_or_name)
+    return model

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from querit_st._utils import QueritInputError
 from querit_st.data import BeirData, doc_text
+from querit_st.retriever import candidate_pool
+from querit_st.utils import QueritInputError
+from querit_st.utils.progress import log_done
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def score_candidates(
     for qid, hits in first_stage.items():
         if qid not in queries:
             continue
-        top = sorted(hits.items(), key=lambda kv: -kv[1])[:top_k]
+        top = candidate_pool(hits, top_k, with_scores=True)
         start = len(pairs)
         for did, _ in top:
             doc = corpus[did]
@@ -100,9 +102,19 @@ def score_candidates(
     return [(qid, dids, scores[s:e], fs) for qid, dids, fs, s, e in groups]
 
 
+def _accepts(fn: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def fuse_results(scored: list[tuple[str, list[str], np.ndarray, np.ndarray]], fusion_weight: float = 0.0) -> Results:
     """Turn :func:`score_candidates` output into results, fusing ``z(reranker) + w * z(first stage)`` when w > 0."""
-    from querit_st.cross_encoder import fuse_scores
+    from querit_st.utils.scores import fuse_scores
 
     out: Results = {}
     for qid, dids, sc, fs in scored:
@@ -141,6 +153,7 @@ def evaluate_reranking(
     queries: Mapping[str, str] | None = None,
     max_queries: int | None = None,
     report_unfused: bool = True,
+    instruction: str | None = None,
 ) -> dict[str, Any]:
     """Retriever alone vs each reranker on one BEIR split.
 
@@ -153,6 +166,7 @@ def evaluate_reranking(
         queries: override the queries (cross-lingual runs: queries of one language, corpus of another).
         max_queries: evaluate only the first ``n`` queries (quick checks).
         report_unfused: with fusion, also report each reranker alone (same scores, no extra pass).
+        instruction: a task instruction for the rerankers that take one (``QueritCrossEncoder``; None: its default).
 
     Returns:
         ``{"retriever": metrics, "<name>": metrics, ..., "per_query": {...}, "timing_s": {...}}``.
@@ -179,8 +193,12 @@ def evaluate_reranking(
     per_query = {"retriever": per_query_ndcg(qrels, first)}
     for name, model in (rerankers or {}).items():
         t0 = time.perf_counter()
-        scored = score_candidates(model, queries, data.corpus, first, top_k, batch_size=batch_size)
+        takes_instruction = instruction is not None and hasattr(model, "predict") and _accepts(model.predict, "instruction")
+        scored = score_candidates(model, queries, data.corpus, first, top_k, batch_size=batch_size,
+                                  instruction=instruction if takes_instruction else None)
         timing[name] = time.perf_counter() - t0
+        log_done(f"evaluate {data.name}", len(queries), timing[name], "queries",
+                 f"{name}: {sum(len(d) for _, d, _, _ in scored)} pairs reranked")
         variants = {name: fuse_results(scored, fusion_weight)}
         if fusion_weight and report_unfused:  # same scores, no second pass
             variants[f"{name} (no fusion)"] = fuse_results(scored, 0.0)

@@ -4,25 +4,32 @@ It wraps a ``SentenceTransformer`` embedding model with query / passage prompts,
 caches the embeddings on disk keyed by the model, the prompts and the corpus content (a changed corpus is
 re-encoded, an unchanged one is read back), and searches exactly in memory-bounded chunks (faiss when it is
 installed and asked for). Results are BEIR-style ``{qid: {doc_id: score}}``.
+
+:func:`candidate_pool` is the one rule that turns a query's hits into its candidate pool (mining, the training
+collator, stage 1 and the reranking harness all call it); :func:`exact_topk` is the chunked exact search.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
 
-from querit_st._utils import QueritInputError, atomic_write_bytes, cache_root, check_text, sha256_texts
-from querit_st.data import doc_text
+from querit_st.data import corpus_items
+from querit_st.utils import QueritInputError, atomic_write_bytes, cache_root, check_text, sha256_texts
+from querit_st.utils.hashing import model_files_fingerprint
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["DenseRetriever", "KNOWN_PROMPTS", "candidate_pool", "default_prompts", "exact_topk"]
 
 #: query / passage prompts for known embedding families (matched on the model name or path).
 KNOWN_PROMPTS: dict[str, tuple[str, str]] = {
@@ -30,7 +37,8 @@ KNOWN_PROMPTS: dict[str, tuple[str, str]] = {
 }
 
 
-def _default_prompts(name: str) -> tuple[str, str]:
+def default_prompts(name: str) -> tuple[str, str]:
+    """``(query_prompt, passage_prompt)`` of the first :data:`KNOWN_PROMPTS` family in ``name``; none: ``("", "")``."""
     low = name.lower()
     for key, prompts in KNOWN_PROMPTS.items():
         if key in low:
@@ -38,25 +46,52 @@ def _default_prompts(name: str) -> tuple[str, str]:
     return ("", "")
 
 
-def _model_fingerprint(folder: Path | str) -> str:
-    """Identify a model by its weight files' sizes and mtimes (cheap) or by its hub name."""
-    p = Path(folder)
-    if not p.exists():
-        return str(folder)
-    h = hashlib.sha256(str(p.resolve()).encode())
-    for f in sorted(p.rglob("*")):
-        if f.suffix in {".safetensors", ".bin", ".json"} and f.is_file():
-            st = f.stat()
-            h.update(f"{f.relative_to(p)}:{st.st_size}:{int(st.st_mtime)}".encode())
-    return h.hexdigest()[:16]
-
-
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
+
+
+@overload
+def candidate_pool(hits: Mapping[Any, float], top_k: int | None = ..., *, known: Container[str] | None = ...,
+                   exclude: Container[str] = ..., with_scores: Literal[False] = ...) -> list[str]: ...
+@overload
+def candidate_pool(hits: Mapping[Any, float], top_k: int | None = ..., *, known: Container[str] | None = ...,
+                   exclude: Container[str] = ..., with_scores: Literal[True]) -> list[tuple[str, float]]: ...
+def candidate_pool(
+    hits: Mapping[Any, float],
+    top_k: int | None = None,
+    *,
+    known: Container[str] | None = None,
+    exclude: Container[str] = (),
+    with_scores: bool = False,
+) -> list[str] | list[tuple[str, float]]:
+    """One query's candidate pool from its first-stage hits ``{doc_id: score}``.
+
+    The hits sorted by decreasing score (a stable sort: ties keep the hits' own order, which for
+    :meth:`DenseRetriever.search` is corpus order) and cut to the first ``top_k`` (``None``: all); then the ids not
+    in ``known`` (e.g. the corpus being mined) and those in ``exclude`` (e.g. gold documents placed first) are
+    dropped, so the pool can be shorter than ``top_k``. Ids are returned as ``str``.
+
+    Args:
+        hits: one query's hits, e.g. ``retriever.search(queries)[qid]``.
+        top_k: retrieval depth kept.
+        known: keep only these ids (``None``: no filter).
+        exclude: drop these ids.
+        with_scores: return ``(doc_id, score)`` pairs instead of ids.
+
+    Example:
+        >>> candidate_pool({"a": 0.1, "b": 0.9, "c": 0.5}, 2)
+        ['b', 'c']
+        >>> candidate_pool({"a": 0.1, "b": 0.9, "c": 0.5}, exclude={"b"}, with_scores=True)
+        [('c', 0.5), ('a', 0.1)]
+    """
+    ranked = sorted(hits.items(), key=lambda kv: -kv[1])
+    if top_k is not None:
+        ranked = ranked[:top_k]
+    kept = [(str(d), s) for d, s in ranked
+            if (known is None or str(d) in known) and str(d) not in exclude]
+    return kept if with_scores else [d for d, _ in kept]
 
 
 class DenseRetriever:
@@ -73,6 +108,11 @@ class DenseRetriever:
         chunk_size: corpus rows per matrix product in :meth:`search` (bounds memory).
         use_faiss: use a faiss ``IndexFlatIP`` when faiss is importable.
         device: torch device for encoding.
+
+    Attributes:
+        fingerprint: the model's id in cache keys and mining configs: ``model_files_fingerprint`` of its folder
+            (:mod:`querit_st.utils.hashing`), ``"in-memory-..."`` for a model passed as an object.
+        doc_ids / doc_texts / embeddings: the indexed corpus (set by :meth:`index`).
 
     Example:
         ::
@@ -103,7 +143,7 @@ class DenseRetriever:
         if isinstance(model_name_or_path, SentenceTransformer):
             self.model = model_name_or_path
             self.name = getattr(model_name_or_path, "model_card_data", None) and model_name_or_path.model_card_data.base_model or "in-memory"
-            self._fingerprint = f"in-memory-{id(model_name_or_path)}"
+            self.fingerprint = f"in-memory-{id(model_name_or_path)}"
         else:
             if not isinstance(model_name_or_path, (str, os.PathLike)) or not str(model_name_or_path).strip():
                 raise QueritInputError(f"model_name_or_path must be a model name or folder, got {model_name_or_path!r}")
@@ -112,11 +152,11 @@ class DenseRetriever:
             self.name = str(model_name_or_path)
             source = resolve(self.name)
             self.model = SentenceTransformer(str(source), device=device)
-            self._fingerprint = _model_fingerprint(source)
+            self.fingerprint = model_files_fingerprint(source)
         if max_seq_length is not None:  # never beyond what the model itself supports
             current = self.model.max_seq_length
             self.model.max_seq_length = min(max_seq_length, current) if current else max_seq_length
-        qp, pp = _default_prompts(self.name if isinstance(self.name, str) else "")
+        qp, pp = default_prompts(self.name if isinstance(self.name, str) else "")
         self.query_prompt = qp if query_prompt is None else query_prompt
         self.passage_prompt = pp if passage_prompt is None else passage_prompt
         self.batch_size = batch_size
@@ -135,13 +175,15 @@ class DenseRetriever:
     # ------------------------------------------------------------------ encoding
     def encode_queries(self, queries: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         texts = [self.query_prompt + q for q in queries]
-        return self._encode(texts, batch_size)
+        return self.encode(texts, batch_size)
 
     def encode_passages(self, passages: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         texts = [self.passage_prompt + p for p in passages]
-        return self._encode(texts, batch_size)
+        return self.encode(texts, batch_size)
 
-    def _encode(self, texts: list[str], batch_size: int | None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """L2-normalised float32 embeddings of ``texts`` as given (no prompt added), one row per text."""
+        texts = list(texts)
         if not texts:
             dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
             return np.zeros((0, dim), dtype=np.float32)
@@ -158,7 +200,7 @@ class DenseRetriever:
     # ------------------------------------------------------------------ index
     def cache_key(self, doc_ids: Sequence[str], texts: Sequence[str]) -> str:
         h = hashlib.sha256()
-        h.update(json.dumps([self._fingerprint, self.passage_prompt, self.model.max_seq_length]).encode())
+        h.update(json.dumps([self.fingerprint, self.passage_prompt, self.model.max_seq_length]).encode())
         h.update(sha256_texts(doc_ids).encode())
         h.update(sha256_texts(texts).encode())
         return h.hexdigest()[:32]
@@ -170,22 +212,7 @@ class DenseRetriever:
             corpus: BEIR ``{doc_id: {"title", "text"}}``, ``{doc_id: text}`` or a list of texts (ids ``"0"``,
                 ``"1"``, ...).
         """
-        if corpus is None:
-            raise QueritInputError("corpus is None; expected {doc_id: {'title', 'text'}} or a list of texts")
-        if isinstance(corpus, Mapping):
-            ids = [str(k) for k in corpus.keys()]
-            texts = [v if isinstance(v, str) else doc_text(v) if isinstance(v, Mapping) else v for v in corpus.values()]
-        elif isinstance(corpus, str):
-            raise QueritInputError("corpus must be a mapping or a list of texts, got a single string")
-        else:
-            texts = list(corpus)
-            ids = [str(i) for i in range(len(texts))]
-        if not texts:
-            raise QueritInputError("corpus is empty; expected at least one document")
-        if len(set(ids)) != len(ids):
-            raise QueritInputError("corpus has duplicate document ids")
-        for i, t in zip(ids, texts):
-            check_text(t, f"corpus[{i!r}]")
+        ids, texts = corpus_items(corpus)
         key = self.cache_key(ids, texts)
         path = self.cache_dir / f"{key}.npy" if self.cache_dir else None
         emb = None

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from querit_st import backbones
-from querit_st._utils import QueritInputError, sha256_file
+from querit_st.utils import QueritInputError, sha256_file
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

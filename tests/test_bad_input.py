@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from querit_st._utils import QueritInputError
+from querit_st.utils import QueritInputError
 from querit_st.cli import main as cli_main
 
 DOCS = {"d1": "the magnetic field of a current", "d2": "super bowl football league points",
@@ -60,8 +60,8 @@ CASES = [
     ("evaluate: empty corpus", lambda t, f: _evaluate(_beir(t / "d", corpus=[]), f), "corpus.jsonl"),
     ("evaluate: duplicate ids", lambda t, f: _evaluate(_beir(t / "d", corpus=[
         {"_id": "d1", "text": "a b"}, {"_id": "d1", "text": "c d"}]), f), "duplicate document id 'd1'"),
-    ("evaluate: empty document", lambda t, f: _evaluate(_beir(t / "d", corpus=[
-        {"_id": "d1", "text": "a b"}, {"_id": "d2", "title": "", "text": ""}]), f), "'d2'"),
+    ("evaluate: non-string document text", lambda t, f: _evaluate(_beir(t / "d", corpus=[
+        {"_id": "d1", "text": "a b"}, {"_id": "d2", "text": 5}]), f), "'d2'"),
     ("evaluate: bad reranker path", lambda t, f: _evaluate(_beir(t / "d"), f, "--reranker", str(t / "no-model")),
      "no-model"),
     ("merge: mismatched checkpoints", lambda t, f: ["merge", str(f["ce"]), str(f["ce16"]), "--output", str(f["out"]),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from querit_st._utils import QueritInputError
+from querit_st.utils import QueritInputError
 from querit_st.collator import TeacherMiningDataCollator, make_query_dataset
 
 

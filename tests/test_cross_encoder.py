@@ -10,7 +10,7 @@ import torch
 from sentence_transformers import CrossEncoder
 
 from querit_st import QUERIT_PROMPT, QueritCrossEncoder, format_querit_prompt
-from querit_st._utils import QueritInputError
+from querit_st.utils import QueritInputError
 from querit_st.cross_encoder import fuse_scores, querit_prefix
 
 PAIRS = [
@@ -108,3 +108,49 @@ def test_error_names_the_offending_document(model):
 def test_fuse_scores_zscores():
     out = fuse_scores(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0]), 1.0)
     np.testing.assert_allclose(out, [0, 0, 0], atol=1e-12)
+
+
+def test_fuse_scores_is_the_shared_zscore_rule():
+    from querit_st.utils import scores
+
+    from querit_st import cross_encoder
+
+    assert cross_encoder.fuse_scores is scores.fuse_scores and cross_encoder.zscore is scores.zscore
+
+
+def _tiny_decoder_backbone(folder, *, eos: bool):
+    """A tiny random Qwen3 (decoder) folder whose tokenizer has no padding token (and, unless ``eos``, no eos)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+    words = sorted({w for q, d in PAIRS for w in (q + " " + d).split()} | set(QUERIT_PROMPT.replace(".", " ").split()))
+    vocab = ["[UNK]", "<|endoftext|>", ".", ":", ";", *words]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]",
+                                        **({"eos_token": "<|endoftext|>"} if eos else {}))
+    assert tokenizer.pad_token is None
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64, head_dim=8, max_position_embeddings=256,
+                         pad_token_id=None)
+    Qwen3Model(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("eos", [True, False], ids=["pad=eos", "pad=new-token"])
+def test_from_embedding_model_on_a_decoder_backbone_without_pad_token(tmp_path, eos):
+    """#22 item 7: a decoder student built from a config pads its batches and reloads as a plain CrossEncoder."""
+    folder = _tiny_decoder_backbone(tmp_path / "qwen3", eos=eos)
+    torch.manual_seed(1)
+    model = QueritCrossEncoder.from_embedding_model(str(folder), max_length=64)
+    assert model.tokenizer.pad_token is not None
+    assert model.model.config.pad_token_id == model.tokenizer.pad_token_id
+    scores = model.predict(PAIRS, batch_size=3)  # a batch of 3 pairs of different lengths
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+    one_by_one = np.concatenate([model.predict([p]) for p in PAIRS])
+    np.testing.assert_allclose(scores, one_by_one, atol=1e-5)  # padding does not change a pair's score
+    model.save_pretrained(str(tmp_path / "student"))
+    plain = CrossEncoder(str(tmp_path / "student"))
+    np.testing.assert_allclose(plain.predict(PAIRS, batch_size=3), scores, atol=1e-6)

@@ -439,3 +439,26 @@ def test_mteb_model_meta_and_wrapper(qwen3_ckpt):
     diff = float(np.abs(scores - ref).max())
     _record("mteb wrapper", diff)
     assert diff < 1e-5
+
+
+def test_decoder_does_not_import_cross_encoder_and_is_registered_explicitly():
+    """No cycle: querit_st.decoder sits below querit_st.cross_encoder, which lists the decoder module classes itself
+    (nothing patches QueritCrossEncoder at import time)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, querit_st.decoder as d; "
+        "assert 'querit_st.cross_encoder' not in sys.modules, 'decoder imported cross_encoder'; "
+        "import querit_st.cross_encoder as ce; "
+        "assert ce.QueritCrossEncoder.__dict__['_module_classes']['querit_st.decoder.QueritDecoderScorer'] "
+        "is d.QueritDecoderScorer"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    # old import paths keep working
+    from querit_st.cross_encoder import QUERIT_INSTRUCTION, load_querit_checkpoint as home
+    from querit_st.decoder import load_querit_checkpoint as alias
+    from querit_st.prompts import QUERIT_INSTRUCTION as instruction
+
+    assert alias is home and QUERIT_INSTRUCTION is instruction
+    assert render_querit_text("q", "d") == f"{instruction} Query: q; Content: d"

@@ -83,7 +83,7 @@ def test_torchrun_adapt_each_rank_mines_its_shards(tiny_config, tiny_cross_encod
     # the same config in one process (the real single-process adapt, fresh retrievers on the same cache)
     monkeypatch.setenv("QUERIT_ST_CACHE", str(cache))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setattr(pipeline, "_RETRIEVERS", {})
+    monkeypatch.setattr("querit_st.pipeline.factories._RETRIEVERS", {})
     single = pipeline.adapt(pipeline.load_config(tiny_config), "xquad-r-en", tiny_cross_encoder_dir, tmp_path / "one")
     assert (single / "config.json").is_file()
     assert [p.name for p in (tmp_path / "one" / "mined").glob("manifest*.json")] == ["manifest.json"]

@@ -21,7 +21,7 @@ def emb_cache(tmp_path_factory) -> Path:
 
 
 def _run_main(argv: list[str]) -> int:
-    from querit_st.harness import main
+    from querit_st.cli.evaluate import main
 
     return main([str(a) for a in argv])
 
@@ -113,7 +113,7 @@ def test_retriever_alone_matches_evaluate_reranking(tmp_path, shared_data, tiny_
 
 
 def test_missing_file_exits_2_and_writes_nothing(tmp_path, shared_data, tiny_embedding_dir, capsys):
-    from querit_st.harness import evaluate_command
+    from querit_st.cli.evaluate import evaluate_command
 
     broken = tmp_path / "broken"
     shutil.copytree(shared_data / "xquad-r-en", broken)
@@ -149,7 +149,7 @@ def test_reranker_classification():
 def test_beir_name_offline_is_a_clear_error(tmp_path, monkeypatch):
     import requests
 
-    from querit_st._utils import QueritInputError
+    from querit_st.utils import QueritInputError
     from querit_st.harness import resolve_data
 
     def offline(*a, **k):

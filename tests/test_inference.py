@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from querit_st._utils import QueritInputError
+from querit_st.utils import QueritInputError
 from querit_st.inference import (
     MODES,
     PackedBertScorer,
@@ -174,7 +174,7 @@ def test_keep_fp32_option(tiny_cross_encoder_dir, tiny_reference):
 @pytest.mark.parametrize("native_int8", [True, False])
 def test_compact_resolves_to_documented_mode(native_int8, monkeypatch):
     """int8 only where the CPU has an int8 dot product; elsewhere the fastest exact graph."""
-    from querit_st import inference
+    from querit_st.inference import choice as inference
 
     monkeypatch.setattr(inference, "_has_native_int8", lambda: native_int8)
     if native_int8:
@@ -188,6 +188,39 @@ def test_compact_resolves_to_documented_mode(native_int8, monkeypatch):
         want = ("openvino-int8" if native_int8 else "openvino") if available else "packed"
         assert resolve_mode("compact") == want
 
+
+def test_dispatch_table_covers_every_mode():
+    """Each concrete mode has one builder; "compact" has none (it resolves to one of them first)."""
+    from querit_st.inference import TABLE
+
+    assert set(TABLE) == set(MODES) - {"compact"}
+    assert all(callable(build) for build in TABLE.values())
+
+
+def test_old_import_paths_still_work():
+    """What ``querit_st/inference.py`` offered stays importable from the package."""
+    import querit_st.inference as inference
+    from querit_st.utils.machine import cpu_features
+
+    old = ("MODES", "OnnxScorer", "OpenVinoScorer", "PackedBertScorer", "cpu_features", "inference_mode_of",
+           "load_openvino", "optimize_for_inference", "resolve_mode", "supports_packing", "LINEAR_KINDS",
+           "DEFAULT_KEEP_FP32", "DEFAULT_OV_DQ_GROUP", "has_native_bf16")
+    assert all(hasattr(inference, name) for name in old)
+    assert inference.cpu_features is cpu_features
+    assert {"avx512_vnni", "avx_vnni", "amx", "avx512_bf16"} <= set(cpu_features())
+
+
+def test_missing_onnx_runtime_raises_or_falls_back(monkeypatch):
+    """Without ONNX Runtime, "compact" falls back to "packed"; asking for "onnx" itself (or strict) raises."""
+    from querit_st.inference import choice
+
+    monkeypatch.setattr(choice, "_onnx_available", lambda: False)
+    assert choice.check_runtimes("onnx-int8", requested="compact", strict=False) == "packed"
+    assert choice.check_runtimes("packed", requested="packed", strict=True) == "packed"
+    with pytest.raises(QueritInputError, match="onnxruntime"):
+        choice.check_runtimes("onnx", requested="onnx", strict=False)
+    with pytest.raises(QueritInputError, match="onnxruntime"):
+        choice.check_runtimes("onnx", requested="compact", strict=True)
 
 @pytest.mark.skipif(not HAS_NNCF, reason="openvino / nncf not installed")
 def test_tiny_openvino_int8_static_calibration(tiny_cross_encoder_dir, tiny_reference):

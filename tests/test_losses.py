@@ -23,6 +23,8 @@ from querit_st.losses import (
     ScoreGapHingeLoss,
     SoftLabelKLLoss,
     SoftLabelMSELoss,
+    check_loss_kwargs,
+    masked_zscore,
     normalize_teacher_scores,
     pad_score_lists,
     score_gap_hinge_loss,
@@ -146,6 +148,42 @@ def test_normalize_teacher_scores_hand_values() -> None:
     assert normalize_teacher_scores(torch.tensor([[3.0]]), method="zscore").item() == 0.0
     with pytest.raises(ValueError, match="unknown normalization"):
         normalize_teacher_scores(scores, mask, "rank")  # type: ignore[arg-type]
+
+
+def test_masked_zscore_equals_utils_zscore_per_row() -> None:
+    """The torch z-score of the losses follows the one z-score rule of querit_st.utils.scores, row by row."""
+    from querit_st.utils.scores import zscore
+
+    rng = np.random.default_rng(0)
+    rows = [rng.normal(size=int(n)) * rng.uniform(0.01, 100) + rng.normal() * 10 for n in rng.integers(1, 12, 40)]
+    rows += [
+        np.full(5, 3.25),  # constant
+        np.array([7.0]),  # a single entry
+        np.array([1e6, 1e6 + 1e-7, 1e6]),  # spread below 1e-12 * max|s|: constant under the rule
+        np.array([0.0, 1e-13, 0.0]),  # spread below 1e-12 * 1: constant
+        np.array([0.0, 1e-9, 0.0]),  # above it: a real z-score
+    ]
+    padded, mask = pad_score_lists([torch.tensor(r, dtype=torch.float64) for r in rows], padding_value=123.0)
+    got = masked_zscore(padded, mask)
+    assert got.dtype == torch.float64
+    for i, row in enumerate(rows):
+        np.testing.assert_allclose(got[i, : len(row)].numpy(), zscore(row), rtol=1e-10, atol=1e-12, err_msg=f"{i}")
+        assert got[i, len(row) :].eq(0).all()
+    np.testing.assert_array_equal(normalize_teacher_scores(padded, mask, "zscore").numpy(), got.numpy())
+    # float32 in, float32 out, same values up to float32 rounding
+    np.testing.assert_allclose(masked_zscore(padded.float(), mask).numpy(), got.numpy(), atol=1e-5)
+
+
+def test_loss_options_default_to_the_constructor_signature() -> None:
+    """check_loss_kwargs reads each option's default from the loss's __init__: one source of truth."""
+    import inspect
+
+    for loss_cls in (SoftLabelMSELoss, SoftLabelKLLoss, ScoreGapHingeLoss):
+        params = inspect.signature(loss_cls.__init__).parameters
+        expected = {n: p.default for n, p in params.items() if n not in ("self", "model")}
+        assert loss_cls.option_defaults() == expected
+        assert loss_cls.check_options({}) == expected
+        assert check_loss_kwargs(loss_cls, {}) == {}
 
 
 def test_soft_label_mse_hand_values() -> None:

@@ -15,12 +15,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import querit_st.merge as merge_mod
-from querit_st._utils import QueritInputError
+from querit_st.utils import QueritInputError
+from querit_st.cli.merge import merge_command
 from querit_st.merge import (
     gradient_value,
     layer_index,
     layer_position,
-    merge_command,
     slerp,
     slerp_merge,
     slerp_merge_many,
@@ -640,3 +640,149 @@ def test_merge_command(models, tmp_path, capsys):
     assert json.loads((out3 / "merge_config.json").read_text())["schedule"] == pytest.approx([2 / 3, 1 / 4])
     assert merge_command([str(models["a"]), "--output", str(tmp_path / "one")]) == 2
     assert merge_command(["--output", str(tmp_path / "none")]) == 2  # argparse usage error
+
+
+# ------------------------------------------------------------------- sentence-transformers' own merge
+
+
+def test_same_tensors_as_sentence_transformers_merge(models):
+    """Where the methods agree (two plain checkpoints, scalar t), ``CrossEncoder.merge(method="slerp")`` (mergekit,
+    every model loaded whole) and our streaming merge give the same tensors."""
+    from sentence_transformers import CrossEncoder
+
+    if not hasattr(CrossEncoder, "merge"):
+        pytest.skip("this sentence-transformers has no CrossEncoder.merge")
+    pytest.importorskip("mergekit.merge_methods", reason="CrossEncoder.merge needs mergekit (pip install mergekit)")
+    for t in (0.0, 0.3, 0.5, 1.0):
+        theirs = CrossEncoder.merge(
+            [str(models["a"]), str(models["b"])], method="slerp", parameters={"t": t}
+        ).transformers_model.state_dict()
+        ours = slerp_merge(models["a"], models["b"], t, show_progress_bar=False)
+        assert set(ours) == set(theirs)
+        for k, v in ours.items():
+            assert v.dtype == theirs[k].dtype, k
+            torch.testing.assert_close(v, theirs[k], rtol=1e-5, atol=1e-6, msg=f"{k} at t={t}")
+
+
+# --------------------------------------------------------------------------------- N-way merge weights
+
+
+def test_slerp_merge_many_weights_are_checked(models, tmp_path):
+    sds = [_weights(models[n]) for n in ("a", "b", "c")]
+    out = tmp_path / "never"
+    for bad, match in (
+        ([1, 1], "2 weights for 3 models"),
+        ([1, 1, 1, 1], "4 weights for 3 models"),
+        ([1, -0.5, 1], "negative"),
+        ([0, 0, 0], "all weights are zero"),
+        ([1, 0, 1], r"weights\[1\] is zero"),
+        ([1, float("inf"), 1], "finite"),
+        ([1, "2", 1], "must be a number"),
+        ([1, True, 1], "must be a number"),
+        ("1,1,1", "list of numbers"),
+    ):
+        with pytest.raises(QueritInputError, match=match):
+            slerp_merge_many(sds, bad, out, template=models["a"], show_progress_bar=False)
+        assert not out.exists()
+    with pytest.raises(QueritInputError, match="for 3 models give weights"):
+        slerp_merge_many(sds, t=0.5, show_progress_bar=False)
+    with pytest.raises(QueritInputError, match="not both"):
+        slerp_merge_many(sds[:2], [1, 1], t=0.5, show_progress_bar=False)
+    with pytest.raises(QueritInputError):
+        slerp_merge_many(sds[:2], t=1.5, show_progress_bar=False)
+
+
+def test_slerp_merge_many_weights_and_t(models, tmp_path):
+    sds = [_weights(models[n]) for n in ("a", "b", "c")]
+    k = "bert.encoder.layer.1.attention.output.dense.weight"
+    # Only the ratios count; numpy numbers are numbers.
+    ref = slerp_merge_many(sds, [1, 1, 2], show_progress_bar=False)
+    scaled = slerp_merge_many(sds, np.array([0.5, 0.5, 1.0]), show_progress_bar=False)
+    torch.testing.assert_close(scaled[k], ref[k], rtol=0, atol=0)
+    torch.testing.assert_close(ref[k], slerp(1 / 2, slerp(1 / 2, sds[0][k], sds[1][k]), sds[2][k]))
+    # Two models: t (scalar, endpoint or gradient) is slerp_merge's t.
+    for t in (0.25, 0.0, 1.0, [0.0, 1.0]):
+        got = slerp_merge_many(sds[:2], t=t, show_progress_bar=False)
+        want = slerp_merge(sds[0], sds[1], t, show_progress_bar=False)
+        assert all(torch.equal(got[name], want[name]) for name in want), t
+    folder = slerp_merge_many(
+        [models["a"], models["b"], models["c"]], [3, 1, 1], tmp_path / "w", show_progress_bar=False
+    )
+    record = json.loads((folder / "merge_config.json").read_text())
+    assert record["weights"] == [3.0, 1.0, 1.0] and record["schedule"] == pytest.approx([1 / 4, 1 / 5])
+    two = slerp_merge_many([models["a"], models["b"]], output_dir=tmp_path / "t", t=0.2, show_progress_bar=False)
+    record = json.loads((two / "merge_config.json").read_text())
+    assert record["method"] == "slerp" and record["t"] == 0.2
+
+
+# ---------------------------------------------------------------------- merged card and training record
+
+
+def _with_record(src: Path, dst: Path, target: str, lr: float) -> dict:
+    from querit_st.cross_encoder import QueritCrossEncoder
+
+    model = QueritCrossEncoder(str(src))
+    model.record(pipeline="querit-st", backbone="tiny-bert")
+    model.record(stages={"stage": "pretrain", "datasets": ["msmarco"], "learning_rate": 1e-4})
+    model.record(stages={"stage": "adapt", "target": target, "learning_rate": lr, "loss": "listwise_kl"})
+    model.save_pretrained(str(dst))
+    return dict(model.training_record)
+
+
+def _training_heading() -> str:
+    from querit_st.cross_encoder import training_record_markdown
+
+    return training_record_markdown({"stage": "x"}).splitlines()[0]
+
+
+def test_card_strips_the_training_section_the_model_writes():
+    from querit_st.merge.card import TRAINING_HEADING, strip_sections
+
+    assert TRAINING_HEADING == _training_heading()
+    text = (
+        "# M\n\n## Usage\n\n```python\n## not a heading\n```\n\n"
+        + TRAINING_HEADING
+        + "\n\n### Stage 1\n\n## Merge\nold\n"
+    )
+    assert (
+        strip_sections(text, [TRAINING_HEADING, "## Merge"]) == "# M\n\n## Usage\n\n```python\n## not a heading\n```\n"
+    )
+
+
+def test_merged_card_and_record_list_every_parent(models, tmp_path):
+    from querit_st.cross_encoder import QueritCrossEncoder
+
+    TRAINING_HEADING = _training_heading()
+    rec_a = _with_record(models["a"], tmp_path / "pa", "vaswani", 2e-5)
+    rec_b = _with_record(models["b"], tmp_path / "pb", "cacm", 3e-5)
+    assert TRAINING_HEADING in (tmp_path / "pa" / "README.md").read_text()
+    out = slerp_merge(tmp_path / "pa", tmp_path / "pb", 0.4, tmp_path / "m", show_progress_bar=False)
+
+    st_config = json.loads((out / "config_sentence_transformers.json").read_text())
+    merged = st_config["querit"]
+    assert "merged_from" in merged, "the merged record must hold every parent's record, not the first parent's"
+    assert merged["method"] == "slerp" and merged["t"] == 0.4
+    assert [p["label"] for p in merged["merged_from"]] == ["A", "B"]
+    assert [p["path"] for p in merged["merged_from"]] == [str((tmp_path / n).resolve()) for n in ("pa", "pb")]
+    assert [p["record"] for p in merged["merged_from"]] == [rec_a, rec_b]
+    assert QueritCrossEncoder(str(out)).training_record == merged  # the record travels with the model
+
+    card = (out / "README.md").read_text()
+    assert card.count(TRAINING_HEADING) == 1 and card.count("\n## Merge\n") == 1
+    assert card.index("## Merge") < card.index(TRAINING_HEADING)
+    section = card[card.index(TRAINING_HEADING) :]
+    for text in ("Parent A", "Parent B", '"vaswani"', '"cacm"', "2e-05", "3e-05", "Stage 2: adapt"):
+        assert text in section, text
+    assert section.index("Parent A") < section.index('"vaswani"') < section.index("Parent B") < section.index('"cacm"')
+
+    # N-way, one parent without a record, and a merge of a merge (its parents shown nested).
+    out3 = slerp_merge_many([out, models["c"], tmp_path / "pb"], [2, 1, 1], tmp_path / "m3", show_progress_bar=False)
+    merged3 = json.loads((out3 / "config_sentence_transformers.json").read_text())["querit"]
+    assert merged3["method"] == "sequential_slerp" and merged3["weights"] == [2.0, 1.0, 1.0]
+    assert merged3["merged_from"][0]["record"] == merged and merged3["merged_from"][1]["record"] is None
+    card3 = (out3 / "README.md").read_text()
+    assert card3.count(TRAINING_HEADING) == 1 and card3.count("\n## Merge\n") == 1
+    section3 = card3[card3.index(TRAINING_HEADING) :]
+    for text in ("Parent A.A", "Parent A.B", "Parent B", "No querit-st training record", "Parent C", '"cacm"'):
+        assert text in section3, text
+    assert section3.count('"vaswani"') == 1 and section3.count('"cacm"') == 2

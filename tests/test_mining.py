@@ -16,9 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from querit_st._utils import QueritInputError
+from querit_st.utils import QueritInputError
 from querit_st.mining import (
     MINED_COLUMNS,
+    labelled_list,
     load_mined_dataset,
     mine_soft_labels,
     sample_across_bins,
@@ -133,6 +134,40 @@ def test_sample_across_bins_errors_and_edge_cases():
 
 
 # ----------------------------------------------------------------------------------------------------- in memory
+def _stage1_list_reference(t, ng, num_candidates, gold_bonus, rng):
+    """Stage 1's per-query code as it was inlined in pipeline.pretrain_dataset (the reference for labelled_list)."""
+    t = np.asarray(zscore_list(t))
+    pool_len = len(t)
+    neg_idx = sample_across_bins(t[ng:], max(num_candidates - ng, 1), 16, rng) if pool_len > ng else []
+    keep = list(range(ng)) + [ng + int(i) for i in neg_idx]
+    top_neg = t[ng:].max() if pool_len > ng else 0.0
+    labels = [float(max(top_neg, t[i]) + gold_bonus) if i < ng else float(t[i]) for i in keep]
+    return keep, labels
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    scores=st.lists(st.floats(-50, 50, allow_nan=False, width=32) | st.sampled_from([0.0, 1.0]), min_size=0, max_size=40),
+    num_gold=st.integers(0, 6),
+    num_candidates=st.integers(1, 20),
+    gold_bonus=st.sampled_from([0.0, 0.5, 2.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_labelled_list_equals_stage1_inline_code(scores, num_gold, num_candidates, gold_bonus, seed):
+    """Same kept positions, bit-identical labels and the same RNG state afterwards (so later queries agree too)."""
+    ng = min(num_gold, len(scores))
+    r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+    want = _stage1_list_reference(scores, ng, num_candidates, gold_bonus, r1)
+    got = labelled_list(scores, ng, num_candidates, r2, gold_bonus=gold_bonus)
+    assert got[0] == want[0]
+    assert [x.hex() for x in got[1]] == [x.hex() for x in want[1]]
+    assert r1.integers(2**62) == r2.integers(2**62)
+    keep, labels = got
+    assert keep[:ng] == list(range(ng)) and len(set(keep)) == len(keep)
+    if ng and len(keep) > ng:
+        assert min(labels[:ng]) >= max(labels[ng:]) + gold_bonus - 1e-12
+
+
 def test_columns_shapes_and_labels(corpus, retriever):
     from querit_st.data import doc_text
 

@@ -49,7 +49,7 @@ def test_model_meta_fields(tiny_cross_encoder_dir, tiny_reranker):
     again = ModelMeta.model_validate_json_resolved(json.dumps(meta.to_dict(), default=str))
     assert again.name == meta.name and again.n_parameters == meta.n_parameters
     # a bad language code is an input error, not a pydantic traceback
-    from querit_st._utils import QueritInputError
+    from querit_st.utils import QueritInputError
 
     with pytest.raises(QueritInputError):
         model_meta(tiny_reranker, name="querit/x", languages=["english"])
@@ -164,3 +164,49 @@ def test_mteb_eval_script_offline(tmp_path, tiny_cross_encoder_dir, tiny_embeddi
     assert "error" in capsys.readouterr().err and not (tmp_path / "o2").exists()
     assert main(["--model", str(tiny_cross_encoder_dir), "--tasks", "NoSuchTask", "--output", str(tmp_path / "o3")]) == 2
     assert not (tmp_path / "o3").exists()
+
+
+def test_model_meta_reads_the_training_record(tmp_path, tiny_cross_encoder_dir):
+    """adapted_from and training_datasets come from the model's own training record (the one saved in its folder)."""
+    from querit_st.citation import QUERIT_CITATION
+    from querit_st.cross_encoder import QueritCrossEncoder
+    from querit_st.mteb import model_meta
+
+    model = QueritCrossEncoder(str(tiny_cross_encoder_dir), device="cpu")
+    model.record(initialised_from="multilingual-e5-small")
+    model.record(stages={"stage": "pretrain", "datasets": ["xquad-r-en", "xquad-r-de", "squad-en"]})
+    model.record(stages={"stage": "adapt", "target": "vaswani", "reads": "corpus.jsonl only"})
+    model.save_pretrained(str(tmp_path / "student"))
+    meta = model_meta(tmp_path / "student", name="querit/student")
+    assert meta.adapted_from == "intfloat/multilingual-e5-small"
+    assert meta.training_datasets == {"XQuADRetrieval", "squad-en", "vaswani"}
+    assert meta.citation is QUERIT_CITATION
+    # what the caller says wins; no record: unknown
+    assert model_meta(tmp_path / "student", name="querit/s", training_datasets=[]).training_datasets == set()
+    assert model_meta(tiny_cross_encoder_dir, name="querit/plain").training_datasets is None
+
+
+def test_querit_st_mteb_subcommand(tmp_path, tiny_cross_encoder_dir, tiny_embedding_dir, shared_data, capsys,
+                                   monkeypatch):
+    """#22 item 9: MTEB is a subcommand of the installed CLI (querit_st.cli.mteb), not only a loose script."""
+    import argparse
+
+    from querit_st.cli import main
+    from querit_st.cli import mteb as mteb_cli
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("QUERIT_ST_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "results"
+    argv = ["--model", str(tiny_cross_encoder_dir), "--name", "querit/tiny-sub", "--beir", str(shared_data / "xquad-r-en"),
+            "--max-queries", "5", "--retriever", str(tiny_embedding_dir), "--top-k", "5", "--output", str(out)]
+    assert main(["mteb", *argv]) == 0
+    assert "| LocalXquadREnRetrieval | test | ndcg_at_10 |" in capsys.readouterr().out
+    summary = json.loads((out / "_querit" / "querit__tiny-sub_summary.json").read_text())
+    assert summary["command"].startswith("querit-st mteb --model")
+    assert main(["mteb", "--model", str(tmp_path / "missing"), "--output", str(tmp_path / "o2")]) == 2
+    assert "querit-st mteb: error" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+    # the parser plugs into an argparse subcommand table
+    parser = argparse.ArgumentParser(prog="querit-st")
+    mteb_cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["mteb", *argv])
+    assert args.func is mteb_cli.run and args.top_k == 5 and args.training_datasets is None

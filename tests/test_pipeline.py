@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from querit_st._utils import QueritInputError
+from querit_st.utils import QueritInputError
 from querit_st.cli import main as cli_main
 from querit_st.pipeline import adapt, load_config
 

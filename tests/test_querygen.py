@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from querit_st._utils import QueritInputError
+from querit_st.utils import QueritInputError
 from querit_st.querygen import (
     CorpusStats,
     QueryFilter,

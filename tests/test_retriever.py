@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from querit_st import DenseRetriever, load_beir
-from querit_st._utils import QueritInputError
+from querit_st.utils import QueritInputError
 from querit_st.retriever import exact_topk
 
 CORPUS = {
@@ -139,3 +139,32 @@ def test_real_beir_folder_retrieval(tiny_embedding_dir, shared_data, tmp_path):
     assert len(data.queries) == 265 and data.checksum
     rep = evaluate_reranking(data, DenseRetriever(str(tiny_embedding_dir), cache_dir=tmp_path), top_k=100, max_queries=40)
     assert 0.0 <= rep["retriever"]["nDCG@10"] <= 1.0 and rep["num_queries"] == 40
+
+
+def test_candidate_pool_rule():
+    """The one hits -> pool rule: decreasing score, ties in the hits' order, cut at top_k, then filters; str ids."""
+    from querit_st.retriever import candidate_pool
+
+    hits = {"a": 0.1, "b": 0.9, "c": 0.5, "d": 0.5, 7: 0.3}
+    assert candidate_pool(hits) == ["b", "c", "d", "7", "a"]
+    assert candidate_pool(hits, 3) == ["b", "c", "d"]
+    assert candidate_pool(hits, 3, known={"b", "d", "a"}) == ["b", "d"]  # cut first, then filtered: shorter pool
+    assert candidate_pool(hits, 4, exclude={"b"}) == ["c", "d", "7"]
+    assert candidate_pool(hits, 2, with_scores=True) == [("b", 0.9), ("c", 0.5)]
+    assert candidate_pool({}, 5) == []
+    # equal to the three places that had their own copy (mining, collator, evaluation)
+    for k in (1, 3, 10):
+        ranked = sorted(hits.items(), key=lambda kv: -kv[1])[:k]
+        assert candidate_pool(hits, k) == [str(d) for d, _ in ranked]
+        assert candidate_pool(hits, k, with_scores=True) == [(str(d), s) for d, s in ranked]
+
+
+def test_index_uses_the_shared_corpus_checks(retriever):
+    with pytest.raises(QueritInputError, match="None"):
+        retriever.index(None)
+    with pytest.raises(QueritInputError, match="single string"):
+        retriever.index("one document")
+    retriever.index(["first text here", "second text there"])
+    assert retriever.doc_ids == ["0", "1"] and retriever.embeddings.shape[0] == 2
+    np.testing.assert_array_equal(retriever.encode([retriever.passage_prompt + "x"]), retriever.encode_passages(["x"]))
+    np.testing.assert_array_equal(retriever.encode([retriever.query_prompt + "x"]), retriever.encode_queries(["x"]))

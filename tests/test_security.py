@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from querit_st._utils import QueritInputError, load_torch_weights
+from querit_st.utils import QueritInputError, load_torch_weights
 
 PACKAGE = Path(__file__).resolve().parents[1] / "querit_st"
-SOURCES = sorted(PACKAGE.glob("*.py"))
+SOURCES = sorted(PACKAGE.rglob("*.py"))
 
 
 def _calls(tree: ast.AST) -> list[ast.Call]:
@@ -73,11 +73,11 @@ def test_source_scan_no_unsafe_loading_or_eval():
             if _kw(call, "trust_remote_code") is True and call.lineno not in deciding:
                 problems.append(f"{path.name}:{call.lineno}: trust_remote_code=True hard-coded")
     assert not problems, problems
-    assert torch_loads == [f"_utils.py:{_line_of_torch_load()}"]  # every pickled weights file goes through one helper
+    assert torch_loads == [f"io.py:{_line_of_torch_load()}"]  # every pickled weights file goes through one helper
 
 
 def _line_of_torch_load() -> int:
-    tree = ast.parse((PACKAGE / "_utils.py").read_text(encoding="utf-8"))
+    tree = ast.parse((PACKAGE / "utils" / "io.py").read_text(encoding="utf-8"))
     return next(c.lineno for c in _calls(tree) if _dotted(c.func) == "torch.load")
 
 

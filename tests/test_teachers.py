@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from querit_st._utils import QueritInputError
+from querit_st.utils import QueritInputError
 from querit_st.teachers import (
     BM25Teacher,
     CrossEncoderTeacher,

@@ -1,0 +1,155 @@
+"""ONNX Runtime modes ``"onnx"`` and ``"onnx-int8"``: the packed forward exported to ONNX (:func:`export_onnx`,
+also read by OpenVINO), optionally with ORT dynamic int8 of the encoder matmuls, run by :class:`OnnxScorer`."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from querit_st.inference.choice import onnx_int8_weight_type
+from querit_st.inference.packed import PackedBertScorer
+from querit_st.inference.quantize import encoder_linear_names
+
+__all__ = ["OnnxScorer", "export_onnx", "numpy_feed", "onnx_scorer"]
+
+
+def numpy_feed(
+    names: list[str], input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids: torch.Tensor | None
+) -> dict[str, Any]:
+    """The int64 numpy inputs an exported graph asks for (``names``); a missing mask is all ones, types all zeros."""
+    feed = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask,
+        "token_type_ids": torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids,
+    }
+    return {k: feed[k].detach().cpu().to(torch.int64).numpy() for k in names}
+
+
+class OnnxScorer(nn.Module):
+    """An ONNX Runtime session behind the ``transformer.model`` interface (``model(**features) -> {"logits"}``)."""
+
+    def __init__(self, model_bytes: bytes, config: Any, *, threads: int | None = None, label: str = "onnx") -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or torch.get_num_threads()
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.config = config
+        self.label = label
+        self.model_size_bytes = len(model_bytes)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> dict[str, torch.Tensor]:
+        out = self.session.run(None, numpy_feed(self.input_names, input_ids, attention_mask, token_type_ids))[0]
+        return {"logits": torch.from_numpy(out)}
+
+    def __deepcopy__(self, memo: dict) -> OnnxScorer:  # sessions cannot be pickled; share them
+        return self
+
+
+class _ScoreOnly(nn.Module):
+    def __init__(self, scorer: PackedBertScorer) -> None:
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        return self.scorer.score(input_ids, attention_mask, token_type_ids)
+
+
+def export_onnx(packed: PackedBertScorer, path: Path) -> None:
+    """Export the packed forward to ONNX (dynamic batch and length)."""
+    wrapper = _ScoreOnly(packed).eval()
+    ids = torch.tensor([[2, 5, 6, 3, 7, 8, 3, 0], [2, 5, 3, 7, 3, 0, 0, 0]], dtype=torch.long)
+    # real ids must be inside the vocabulary; 0..8 always are
+    mask = (torch.arange(ids.shape[1]) < torch.tensor([[7], [5]])).long()
+    types = torch.zeros_like(ids)
+    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
+            "token_type_ids": {0: "batch", 1: "length"}, "logits": {0: "batch"}}
+    packed.exporting = True
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper, (ids, mask, types), str(path),
+                input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
+                dynamic_axes=axes, opset_version=17, dynamo=False,
+            )
+    finally:
+        packed.exporting = False
+
+
+def _onnx_int8(
+    src: Path,
+    dst: Path,
+    packed: PackedBertScorer,
+    *,
+    weight_type: str = "uint8",
+    per_channel: bool = True,
+    skip: tuple[str, ...] = (),
+    reduce_range: bool = False,
+) -> None:
+    """ORT dynamic int8 (per-channel U8U8) of the encoder matmuls; head and [CLS]-only matmuls stay fp32."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    modules = dict(packed.named_modules())
+    names = encoder_linear_names(packed, packed=True, skip=skip)
+    wanted = {modules[n].weight.detach().t().contiguous().numpy().tobytes() for n in names}
+    inits = {i.name: i for i in model.graph.initializer}
+    include, exclude = [], []
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        weights = [numpy_helper.to_array(inits[i]) for i in node.input if i in inits]
+        if node.op_type == "MatMul" and weights and weights[0].astype("float32").tobytes() in wanted:
+            include.append(node.name)
+        else:
+            exclude.append(node.name)
+    if not include:
+        raise RuntimeError("found no encoder MatMul to quantise in the exported graph")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root = logging.getLogger()
+        was = root.disabled
+        root.disabled = True  # the quantiser logs a "consider pre-processing" warning per call
+        try:
+            quantize_dynamic(
+                str(src), str(dst), weight_type=QuantType.QUInt8 if weight_type == "uint8" else QuantType.QInt8,
+                per_channel=per_channel, reduce_range=reduce_range,
+                nodes_to_quantize=include, nodes_to_exclude=exclude,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        finally:
+            root.disabled = was
+
+
+def onnx_scorer(packed: PackedBertScorer, int8: bool, threads: int | None, skip: tuple[str, ...] = ()) -> OnnxScorer:
+    """``packed`` exported to ONNX and loaded into ONNX Runtime; with ``int8``, its encoder matmuls (less the
+    ``skip`` kinds) dynamically quantised with this CPU's weight type (:func:`onnx_int8_weight_type`)."""
+    with tempfile.TemporaryDirectory(prefix="querit_onnx_") as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        export_onnx(packed, fp32)
+        final = fp32
+        if int8:
+            final = Path(tmp) / "model_int8.onnx"
+            _onnx_int8(fp32, final, packed, weight_type=onnx_int8_weight_type(), skip=skip)
+        data = final.read_bytes()
+    return OnnxScorer(data, packed.config, threads=threads, label="onnx-int8" if int8 else "onnx")

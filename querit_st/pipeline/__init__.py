@@ -1,0 +1,47 @@
+"""The three-stage recipe driven by one YAML config: pretrain -> label-free adapt -> SLERP merge -> evaluate.
+
+Data flows one way::
+
+    BEIR corpus --querygen--> synthetic queries --DenseRetriever--> candidates --teacher--> soft labels
+    --losses + CrossEncoderTrainer--> adapted checkpoints --slerp--> merged model --harness--> results.json
+
+- :mod:`~querit_st.pipeline.config`: the YAML schema, reading and checking (every value before anything runs)
+- :mod:`~querit_st.pipeline.factories`: retriever, teachers and the corpus language, built from the config
+- :mod:`~querit_st.pipeline.fingerprint`: the settings hash each stage folder carries (no stale reuse)
+- :mod:`~querit_st.pipeline.stage1` / :mod:`~querit_st.pipeline.stage2`: pretraining and label-free adaptation
+- :mod:`~querit_st.pipeline.evaluate`: merging and evaluation; :mod:`~querit_st.pipeline.report`: table and chart
+- :mod:`~querit_st.pipeline.run`: :func:`run_pipeline`
+
+Stage 2 reads **only** the target's ``corpus.jsonl`` (``querit_st.data.load_corpus``); its queries and qrels are
+opened by the evaluation step alone, after training.
+"""
+
+from querit_st.pipeline.config import (
+    AdaptSpec,
+    EvalSpec,
+    MergeSpec,
+    PipelineConfig,
+    PretrainSpec,
+    TeacherSpec,
+    TrainSpec,
+    check_backbone_layers,
+    check_config,
+    load_config,
+    merge_config_values,
+    read_config_values,
+)
+from querit_st.pipeline.evaluate import evaluate_models, hybrid_specs, merge_checkpoints
+from querit_st.pipeline.factories import build_loss, build_retriever, build_teacher, clear_retrievers, corpus_language
+from querit_st.pipeline.report import bar_chart, machine_info, results_table
+from querit_st.pipeline.run import preflight, run_pipeline
+from querit_st.pipeline.stage1 import labelled_lists, pretrain, pretrain_dataset, stage1_dir, stage1_key
+from querit_st.pipeline.stage2 import adapt
+from querit_st.training import train_model
+
+__all__ = [
+    "AdaptSpec", "EvalSpec", "MergeSpec", "PipelineConfig", "PretrainSpec", "TeacherSpec", "TrainSpec", "adapt",
+    "bar_chart", "build_loss", "build_retriever", "build_teacher", "check_backbone_layers", "check_config",
+    "clear_retrievers", "corpus_language", "evaluate_models", "hybrid_specs", "labelled_lists", "load_config",
+    "machine_info", "merge_checkpoints", "merge_config_values", "preflight", "pretrain", "pretrain_dataset",
+    "read_config_values", "results_table", "run_pipeline", "stage1_dir", "stage1_key", "train_model",
+]

@@ -1,0 +1,90 @@
+"""The parts each stage builds from the config: the shared retriever, the teacher ensemble, the loss, a corpus's
+language."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from querit_st.pipeline.config import CROSS_ENCODER_TYPES, TeacherSpec
+from querit_st.training.objectives import build_loss
+from querit_st.utils import QueritInputError
+
+logger = logging.getLogger(__name__)
+
+_RETRIEVERS: dict[str, Any] = {}
+
+
+def build_retriever(name: str) -> Any:
+    """The shared retriever, one instance per process and name."""
+    from querit_st.retriever import DenseRetriever
+
+    if name not in _RETRIEVERS:
+        _RETRIEVERS[name] = DenseRetriever(name)
+    return _RETRIEVERS[name]
+
+
+def clear_retrievers() -> None:
+    """Forget the per-process retriever instances (tests, or a process that switches models)."""
+    _RETRIEVERS.clear()
+
+
+def corpus_language(texts: list[str], configured: str | None = None) -> str:
+    """The language name stages use (``"english"``, ``"german"``...): the config's ``language`` when set, else
+    detected from the corpus's text (:func:`querit_st.data.detect_language`)."""
+    from querit_st.utils.lang import language_name
+
+    if configured:
+        return language_name(configured)
+    from querit_st.data import detect_language
+
+    code = detect_language(texts)
+    logger.info("corpus language detected from its text: %s", code)
+    return language_name(code)
+
+
+def _member_applies(spec: TeacherSpec, language: str) -> bool:
+    from querit_st.utils.lang import language_name
+
+    return spec.languages is None or language in {language_name(x) for x in spec.languages}
+
+
+def build_teacher(
+    specs: list[TeacherSpec], corpus_texts: list[str], language: str = "english", *, stage1: str | os.PathLike | None = None,
+    max_length: int | None = None,
+) -> Any:
+    """The teacher ensemble (z-normalised per query, weighted sum) for one corpus.
+
+    Members restricted to other ``languages`` are left out; ``stage1`` members only take part when the stage-1 model
+    is given (stage 2), so stage 1 and the baseline "teacher ensemble" use the off-the-shelf teachers alone.
+    """
+    from querit_st import teachers as T
+
+    members, weights = [], []
+    for spec in specs:
+        if not _member_applies(spec, language):
+            continue
+        if spec.type == "stage1":
+            if stage1 is not None:
+                members.append(T.CrossEncoderTeacher(str(stage1), batch_size=64, max_length=max_length,
+                                                     inference=spec.inference))
+                weights.append(spec.weight)
+            continue
+        if spec.type == "embedding":
+            members.append(T.EmbeddingTeacher(build_retriever(spec.model or "minilm-l6")))
+        elif spec.type == "bm25":
+            members.append(T.BM25Teacher(corpus_texts, language=language))
+        elif spec.type in CROSS_ENCODER_TYPES:
+            members.append(T.CrossEncoderTeacher(spec.model, inference=spec.inference))
+        else:
+            raise QueritInputError(f"unknown teacher type {spec.type!r}; expected embedding, bm25, cross-encoder or stage1")
+        weights.append(spec.weight)
+    if not members:
+        raise QueritInputError(f"no teacher of the config applies to language {language!r}; check teachers[].languages")
+    if len(members) == 1:
+        return members[0]
+    return T.EnsembleTeacher(members, weights=weights, normalization="zscore")
+
+
+__all__ = ["build_loss", "build_retriever", "build_teacher", "clear_retrievers", "corpus_language"]

@@ -1,0 +1,64 @@
+"""What a pipeline run prints and draws: the nDCG@10 table and the bar chart."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from querit_st.utils.machine import machine_info
+from querit_st.utils.tables import markdown_table
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["bar_chart", "machine_info", "results_table", "systems_of"]
+
+
+def systems_of(results: dict[str, dict[str, Any]], *, unfused: bool = True) -> list[str]:
+    """The systems with an nDCG@10 in any target's report, in first-seen order."""
+    systems: list[str] = []
+    for rep in results.values():
+        for k, v in rep.items():
+            if isinstance(v, dict) and "nDCG@10" in v and k not in systems and (unfused or "no fusion" not in k):
+                systems.append(k)
+    return systems
+
+
+def results_table(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown table of nDCG@10 per target (rows) and system (columns)."""
+    systems = systems_of(results)
+    rows = [[target, *[rep[s]["nDCG@10"] if s in rep else None for s in systems]] for target, rep in results.items()]
+    return markdown_table(["target", *systems], rows)
+
+
+def bar_chart(results: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path | None:
+    """A PNG bar chart of nDCG@10 per target and system (needs matplotlib); the legend sits outside the axes, to
+    the right, so it never covers a bar."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+    except ImportError:
+        logger.warning("matplotlib not installed; no chart")
+        return None
+    targets = list(results)
+    systems = systems_of(results, unfused=False)
+    width = 0.8 / max(len(systems), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(targets)) + 2.5, 4))
+    for i, s in enumerate(systems):
+        vals = [results[t].get(s, {}).get("nDCG@10", 0.0) for t in targets]
+        ax.bar(np.arange(len(targets)) + i * width, vals, width, label=s)
+    ax.set_xticks(np.arange(len(targets)) + 0.4 - width / 2)
+    ax.set_xticklabels(targets)
+    ax.set_ylabel("nDCG@10")
+    ax.set_ylim(0, 1.0)
+    ax.set_title("querit-st: retriever vs rerankers")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,0 +1,118 @@
+"""``run_pipeline``: every stage in order, with everything checkable checked before the first expensive step."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from querit_st.pipeline.config import PipelineConfig, check_config
+from querit_st.pipeline.evaluate import evaluate_models, merge_checkpoints
+from querit_st.pipeline.report import bar_chart, results_table
+from querit_st.pipeline.stage1 import pretrain
+from querit_st.pipeline.stage2 import adapt, target_name
+from querit_st.training import is_main_process
+from querit_st.utils import QueritInputError, atomic_write_json
+from querit_st.utils.machine import machine_info
+
+logger = logging.getLogger(__name__)
+
+
+def preflight(cfg: PipelineConfig, targets: list[str], fields: dict[str, str | None] | None = None) -> None:
+    """The checks that need no model: the config's meaning, each target's corpus (read and checked: malformed
+    lines, duplicate ids, whitespace-only texts are reported with the file and id now, not after training), the
+    merge weights against the number of checkpoints, the stage-1 datasets."""
+    from querit_st.data import load_corpus
+
+    if not targets:
+        raise QueritInputError("no targets given; expected at least one BEIR folder")
+    check_config(cfg)
+    for t in targets:
+        folder = cfg.data_dir(t)
+        if folder.is_dir() and not (folder / "corpus.jsonl").is_file() and not (folder / "dataset_info.json").is_file():
+            raise QueritInputError(f"target {t!r} has no corpus.jsonl (expected a BEIR folder or a corpus file)")
+        load_corpus(folder, **(fields if folder.is_file() or not (folder / "corpus.jsonl").is_file() else {}))
+    for name in cfg.pretrain.datasets:
+        folder = cfg.data_dir(name)
+        for split in filter(None, (cfg.pretrain.split, cfg.pretrain.dev_split)):
+            if not (folder / "qrels" / f"{split}.tsv").is_file():
+                raise QueritInputError(f"stage-1 dataset {name!r} has no qrels/{split}.tsv")
+    n = len(targets) * len(cfg.adapt.seeds) + (1 if cfg.merge.include_stage1 else 0)
+    if cfg.merge.weights is not None and len(cfg.merge.weights) != n:
+        raise QueritInputError(f"config merge.weights has {len(cfg.merge.weights)} entries; this run merges {n} "
+                               f"checkpoints ({len(targets)} target(s) x {len(cfg.adapt.seeds)} seed(s)"
+                               f"{' + stage 1' if cfg.merge.include_stage1 else ''})")
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    targets: list[str],
+    output_dir: str | os.PathLike,
+    *,
+    resume: bool = True,
+    evaluate: bool = True,
+    fields: dict[str, str | None] | None = None,
+) -> dict[str, Any]:
+    """All stages: stage 1 (cached), stage 2 per target and seed, merge, and evaluation when targets have qrels.
+
+    ``targets`` are BEIR folders (or names under the data root) or corpus files (``fields`` names their columns).
+    Writes ``output_dir/results.json``, ``output_dir/results.png`` and returns the results.
+    """
+    fields = {k: v for k, v in (fields or {}).items() if v}
+    preflight(cfg, targets, fields)  # fail early, before hours of training
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    stage1 = pretrain(cfg, resume=resume)
+    timings["pretrain"] = time.perf_counter() - t0
+    adapted: list[Path] = []
+    names: dict[str, Path] = {}
+    for t in targets:
+        for seed in cfg.adapt.seeds:
+            t1 = time.perf_counter()
+            name = f"adapt-{target_name(t)}-s{seed}"
+            folder = cfg.data_dir(t)
+            own_fields = fields if folder.is_file() or not (folder / "corpus.jsonl").is_file() else None
+            path = adapt(cfg, t, stage1, out / name, seed=seed, resume=resume, fields=own_fields)
+            timings[name] = time.perf_counter() - t1
+            adapted.append(path)
+            names[name] = path
+    if not is_main_process():  # DDP: the other ranks trained with the main one; merge and evaluation are single-process
+        return {"stage1": str(stage1), "adapted": {n: str(p) for n, p in names.items()}}
+    t1 = time.perf_counter()
+    to_merge = ([stage1] if cfg.merge.include_stage1 else []) + adapted
+    merged = merge_checkpoints(to_merge, out / "merged", t=cfg.merge.t, weights=cfg.merge.weights)
+    timings["merge"] = time.perf_counter() - t1
+    logger.info("[merge] %d checkpoint(s) -> %s in %.0f s", len(to_merge), merged, timings["merge"])
+    results: dict[str, Any] = {}
+    if evaluate:
+        for t in targets:
+            if not (cfg.data_dir(t) / "qrels" / f"{cfg.evaluate.split}.tsv").is_file():
+                continue  # a corpus without qrels (a user's own): nothing to evaluate
+            t1 = time.perf_counter()
+            own = {n: p for n, p in names.items() if n.startswith(f"adapt-{target_name(t)}-s")}
+            models = {"stage1": stage1, **own, "merged": merged}
+            results[target_name(t)] = evaluate_models(cfg, t, models)
+            timings[f"evaluate-{target_name(t)}"] = time.perf_counter() - t1
+    summary = {
+        "command": " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine_info(),
+        "config": cfg.to_dict(),
+        "stage1": str(stage1),
+        "adapted": {n: str(p) for n, p in names.items()},
+        "merged": str(merged),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "results": results,
+    }
+    atomic_write_json(out / "results.json", summary)
+    if results:
+        summary["table"] = results_table(results)
+        chart = bar_chart(results, out / "results.png")
+        summary["chart"] = str(chart) if chart else None
+        atomic_write_json(out / "results.json", summary)
+    return summary

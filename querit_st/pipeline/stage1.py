@@ -1,0 +1,133 @@
+"""Stage 1: labelled ranking data -> teacher soft labels -> a cross-encoder from the embedding backbone (cached)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from querit_st.pipeline.config import PipelineConfig, check_backbone_layers
+from querit_st.pipeline.factories import build_retriever, build_teacher, corpus_language
+from querit_st.pipeline.fingerprint import stage_fingerprint, use_or_clear
+from querit_st.training import main_process_first, train_model
+from querit_st.utils.progress import progress_line
+from querit_st.utils import cache_root, config_hash
+
+logger = logging.getLogger(__name__)
+
+
+def labelled_lists(cfg: PipelineConfig, split: str | None = None) -> Any:
+    """Labelled ranking data -> listwise soft labels: retriever candidates, teacher scores, gold bonus.
+
+    For each query of each ``pretrain.datasets`` split: the retriever's top ``top_k``; the teacher ensemble scores
+    them (z-normalised per query); the ``num_candidates`` kept are the gold documents plus candidates sampled across
+    teacher-score bins, gold documents labelled ``max(teacher) + gold_bonus`` (:func:`querit_st.mining.labelled_list`).
+    """
+    from datasets import Dataset
+
+    from querit_st.data import doc_text, load_beir
+    from querit_st.mining import labelled_list
+
+    p = cfg.pretrain
+    split = split or p.split
+    retriever = build_retriever(cfg.retriever)
+    rows: dict[str, list[Any]] = {"query": [], "documents": [], "scores": []}
+    rng = np.random.default_rng(cfg.seed)
+    t0 = time.perf_counter()
+    for n, name in enumerate(p.datasets, 1):
+        data = load_beir(cfg.data_dir(name), split=split)
+        texts = {d: doc_text(v) for d, v in data.corpus.items()}
+        teacher = build_teacher(cfg.teachers, list(texts.values()), corpus_language(list(texts.values()), cfg.language))
+        queries = {q: data.queries[q] for q in data.qrels if q in data.queries}
+        if p.max_queries_per_dataset:
+            queries = dict(list(queries.items())[: p.max_queries_per_dataset])
+        retriever.index(data.corpus)
+        hits = retriever.search(queries, top_k=p.top_k)
+        pools: dict[str, tuple[list[str], int]] = {}
+        flat_q, flat_d, groups = [], [], []
+        for qid, q in queries.items():
+            gold = [d for d, s in data.qrels[qid].items() if s > 0 and d in texts]
+            pool = gold + [d for d in hits[qid] if d not in gold]
+            pools[qid] = (pool, len(gold))
+            flat_q += [q] * len(pool)
+            flat_d += [texts[d] for d in pool]
+            groups += [qid] * len(pool)
+        # one teacher call per dataset: every unique text is encoded once, scores z-normalised per query
+        flat_t = np.asarray(teacher.score(flat_q, flat_d, groups=groups) if hasattr(teacher, "teachers")
+                            else teacher.score(flat_q, flat_d), dtype=np.float64)
+        offset = 0
+        for qid, q in queries.items():
+            pool, ng = pools[qid]
+            keep, labels = labelled_list(flat_t[offset: offset + len(pool)], ng, p.num_candidates, rng,
+                                         gold_bonus=p.gold_bonus, num_bins=16)
+            offset += len(pool)
+            rows["query"].append(q)
+            rows["documents"].append([texts[pool[i]] for i in keep])
+            rows["scores"].append(labels)
+        elapsed = time.perf_counter() - t0
+        logger.info(progress_line("stage 1 labelling", n, len(p.datasets), n / elapsed, "datasets",
+                                  f"{name} ({split}): {len(queries)} lists, {len(rows['query'])} in all"))
+    return Dataset.from_dict(rows).shuffle(seed=cfg.seed)
+
+
+def pretrain_dataset(cfg: PipelineConfig) -> Any:
+    """The stage-1 training lists (the ``pretrain.split`` of every ``pretrain.datasets``): :func:`labelled_lists`."""
+    return labelled_lists(cfg)
+
+
+def stage1_key(cfg: PipelineConfig) -> dict[str, Any]:
+    """Everything stage 1 reads (``stage1`` teachers only act in stage 2, so they are left out: changing their
+    weight reuses the cached model)."""
+    teachers = [{k: v for k, v in dataclasses.asdict(t).items() if not (k == "inference" and v == "fp32")}
+                for t in cfg.teachers if t.type != "stage1"]  # the default inference mode keeps earlier cache keys
+    pretrain = dataclasses.asdict(cfg.pretrain)
+    if pretrain.get("dev_split") is None:
+        pretrain.pop("dev_split", None)  # keeps earlier cache keys
+    train = pretrain["train"]
+    if train.get("fast") == "auto":
+        train.pop("fast")  # the fast path is the same function of the model: it does not change the key
+    return {"backbone": cfg.backbone, "retriever": cfg.retriever, "max_length": cfg.max_length,
+            **({"backbone_layers": cfg.backbone_layers} if cfg.backbone_layers else {}),
+            **({"language": cfg.language} if cfg.language else {}),
+            "teachers": teachers, "pretrain": pretrain, "seed": cfg.seed}
+
+
+def stage1_dir(cfg: PipelineConfig) -> Path:
+    """The stage-1 cache folder, named by the hash of :func:`stage1_key`."""
+    root = Path(cfg.stage1_cache) if cfg.stage1_cache else cache_root() / "stage1"
+    return root / f"{Path(cfg.backbone).name}-{config_hash(stage1_key(cfg))}"
+
+
+def pretrain(cfg: PipelineConfig, output_dir: str | os.PathLike | None = None, *, resume: bool = True) -> Path:
+    """Stage 1: a cross-encoder from the embedding backbone, trained on labelled ranking data with soft labels.
+
+    Returns the model folder (``<output_dir>/model``); an existing one made with the same settings is reused, one made
+    with other settings is retrained (its folder's fingerprint says which).
+    """
+    from transformers import set_seed
+
+    from querit_st.cross_encoder import QueritCrossEncoder
+
+    out = Path(output_dir) if output_dir else stage1_dir(cfg)
+    fingerprint = stage_fingerprint("pretrain", stage1_key(cfg))
+    if use_or_clear(out, fingerprint, resume=resume, trust_unmarked=output_dir is None):
+        logger.info("reusing stage-1 model %s", out / "model")
+        return out / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint.write(out)  # first: an interrupted run resumes (same settings), a changed one starts afresh
+    with main_process_first():
+        dataset = pretrain_dataset(cfg)
+    set_seed(cfg.seed)  # the fresh scoring head is drawn from the config's seed
+    layers = check_backbone_layers(cfg.backbone_layers)  # a config built in code skips load_config
+    model = QueritCrossEncoder.from_embedding_model(
+        cfg.backbone, max_length=cfg.max_length, config_kwargs={"num_hidden_layers": layers} if layers else None)
+    model.record(pipeline="querit-st", backbone=cfg.backbone, backbone_layers=layers, retriever=cfg.retriever,
+                 teachers=[dataclasses.asdict(t) for t in cfg.teachers])
+    return train_model(model, dataset, cfg.pretrain.train, out, seed=cfg.seed, resume=resume, label="stage 1 train",
+                       record={"stage": "pretrain", "datasets": cfg.pretrain.datasets, "split": cfg.pretrain.split,
+                               "lists": len(dataset)})
