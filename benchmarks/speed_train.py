@@ -133,6 +133,10 @@ def train_once(config: str, model_dir: Path, rows: dict[str, list], batch_size: 
         t0 = time.perf_counter()
         trainer.train()
         total = time.perf_counter() - t0
+        if fast is not None:
+            from querit_st.training import restore_model
+
+            restore_model(loss)
     timed = times[1:] or times
     pairs_per_step = batch_size * len(rows["documents"][0])
     return {"pairs_per_s": pairs_per_step / statistics.median(timed), "median_step_s": statistics.median(timed),

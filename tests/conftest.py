@@ -118,3 +118,14 @@ def tiny_config(tiny_embedding_dir, shared_data, tmp_path) -> Path:
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def varied_corpus(n: int = 40) -> list[dict]:
+    """Physics-like abstracts: varied enough for the term query generator (seeded)."""
+    import random
+
+    rng = random.Random(0)
+    words = ("quantum laser plasma electron magnetic crystal photon neutron thermal optical spectrum lattice "
+             "scattering resonance diffusion velocity pressure density gradient field wave particle energy "
+             "momentum radiation absorption emission frequency interference polarization conductivity").split()
+    return [{"_id": f"d{i}", "title": "", "text": " ".join(rng.choice(words) for _ in range(14))} for i in range(n)]

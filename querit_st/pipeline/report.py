@@ -12,7 +12,7 @@ from querit_st.utils.tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["bar_chart", "machine_info", "results_table", "systems_of"]
+__all__ = ["bar_chart", "chart_figure", "machine_info", "results_table", "systems_of"]
 
 
 def systems_of(results: dict[str, dict[str, Any]], *, unfused: bool = True) -> list[str]:
@@ -32,18 +32,15 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
     return markdown_table(["target", *systems], rows)
 
 
-def bar_chart(results: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path | None:
-    """A PNG bar chart of nDCG@10 per target and system (needs matplotlib); the legend sits outside the axes, to
-    the right, so it never covers a bar."""
-    try:
-        import matplotlib
+def chart_figure(results: dict[str, dict[str, Any]]) -> Any:
+    """The matplotlib figure of :func:`bar_chart`: bars per target and system, the legend outside the axes (to the
+    right), so it never covers a bar."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
-    except ImportError:
-        logger.warning("matplotlib not installed; no chart")
-        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     targets = list(results)
     systems = systems_of(results, unfused=False)
     width = 0.8 / max(len(systems), 1)
@@ -58,6 +55,18 @@ def bar_chart(results: dict[str, dict[str, Any]], path: str | os.PathLike) -> Pa
     ax.set_title("querit-st: retriever vs rerankers")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
+    return fig
+
+
+def bar_chart(results: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path | None:
+    """A PNG bar chart of nDCG@10 per target and system (:func:`chart_figure`; needs matplotlib)."""
+    try:
+        import matplotlib.pyplot as plt
+
+        fig = chart_figure(results)
+    except ImportError:
+        logger.warning("matplotlib not installed; no chart")
+        return None
     path = Path(path)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

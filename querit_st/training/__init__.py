@@ -11,7 +11,7 @@ from typing import Any
 _EXPORTS = {
     "distributed_state": "distributed", "has_cuda": "distributed", "is_main_process": "distributed",
     "main_process_first": "distributed",
-    "FastPath": "fast", "choose_fast_path": "fast", "configure_fast_training": "fast", "native_bf16": "fast",
+    "FastPath": "fast", "choose_fast_path": "fast", "configure_fast_training": "fast", "native_bf16": "fast", "restore_model": "fast",
     "add_lora": "lora", "fold_lora": "lora", "save_adapter": "lora",
     "LOSSES": "objectives", "build_loss": "objectives",
     "ProgressLogCallback": "progress",

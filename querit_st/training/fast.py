@@ -9,6 +9,9 @@ What it changes (each measured by ``benchmarks/speed.py --sections train`` again
 - **length-grouped forward passes**: a batch's (query, document) pairs are sorted by token length and scored in
   chunks of similar length with a token budget, so almost no padding is computed and each matmul is large; the
   logits are put back in the original order, so the loss (and its gradient) is the same function of the model.
+- **cheap dropout masks and plain attention** (:mod:`querit_st.training.fast_ops`): masks from numpy's SFC64
+  generator instead of ``bernoulli_`` (23% of a bf16 step), the eager attention product instead of SDPA (slower
+  under bf16 autocast with dropout on CPU);
 - **fused AdamW** (``torch.optim.AdamW(fused=True)``, one kernel over all parameters on CPU).
 - the word-embedding matrix stays frozen (``TrainSpec.freeze_embeddings``), so no dense update of 96M weights.
 
@@ -32,8 +35,9 @@ from querit_st.utils.machine import cpu_features
 logger = logging.getLogger(__name__)
 
 MODES = ("auto", "off", "fp32", "bf16")
-#: tokens per forward pass of the length-grouped scorer (pairs x padded length); ~32 pairs of 128 tokens
-DEFAULT_TOKEN_BUDGET = 4096
+#: tokens per forward pass of the length-grouped scorer (pairs x padded length): 16 pairs of 128 tokens. Measured
+#: on the compact student (bf16, 2 cores): 2048 gave ~10% more pairs/s than 4096 (one 32-pair pass) or 1024
+DEFAULT_TOKEN_BUDGET = 2048
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class FastPath:
     token_budget: int
     fused_optimizer: bool
     reason: str
+    fast_ops: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -66,7 +71,8 @@ def choose_fast_path(mode: str = "auto", *, token_budget: int = DEFAULT_TOKEN_BU
 
         cuda = torch.cuda.is_available()
     if mode == "off":
-        return FastPath("off", False, False, token_budget, False, "switched off: sentence-transformers' defaults")
+        return FastPath("off", False, False, token_budget, False, "switched off: sentence-transformers' defaults",
+                        fast_ops=False)
     if cuda:
         return FastPath(mode, mode == "bf16", True, token_budget, True,
                         "CUDA: length grouping and fused AdamW; use the trainer's bf16/fp16 flags for mixed precision")
@@ -79,7 +85,8 @@ def choose_fast_path(mode: str = "auto", *, token_budget: int = DEFAULT_TOKEN_BU
         bf16 = native
         why = ("CPU has native bf16 (AVX-512 BF16 / AMX): bf16 autocast" if native
                else "CPU has no native bf16 (AVX2 only): fp32, since emulated bf16 would be slower")
-    return FastPath(mode, bf16, True, token_budget, True, why + "; length-grouped forward passes; fused AdamW")
+    return FastPath(mode, bf16, True, token_budget, True,
+                    why + "; length-grouped forward passes; fast dropout masks, eager attention; fused AdamW")
 
 
 def configure_fast_training(loss: Any, args: Any | None = None, mode: str | FastPath = "auto") -> FastPath:
@@ -91,8 +98,22 @@ def configure_fast_training(loss: Any, args: Any | None = None, mode: str | Fast
     if not hasattr(loss, "fast_path"):
         raise QueritInputError(f"{type(loss).__name__} has no fast scoring path; use a querit_st loss "
                                "(ScoreGapHingeLoss, SoftLabelKLLoss, SoftLabelMSELoss)")
+    restore_model(loss)
     loss.fast_path = fast if fast.mode != "off" else None
+    if fast.fast_ops and hasattr(loss.model, "transformers_model"):
+        from querit_st.training.fast_ops import patch_for_training
+
+        loss.fast_undo = patch_for_training(loss.model.transformers_model)
     if args is not None and fast.fused_optimizer:
         args.optim = "adamw_torch_fused"
     logger.info("fast training path: %s", fast.reason)
     return fast
+
+
+def restore_model(loss: Any) -> None:
+    """Undo the model patches of :func:`configure_fast_training` (dropout modules, attention choice); the saved
+    model is the same either way, this only returns the live object to its original modules."""
+    undo = getattr(loss, "fast_undo", None)
+    if undo is not None:
+        undo()
+        loss.fast_undo = None

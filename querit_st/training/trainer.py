@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from querit_st.training.distributed import has_cuda
-from querit_st.training.fast import configure_fast_training
+from querit_st.training.fast import configure_fast_training, restore_model
 from querit_st.training.objectives import build_loss
 from querit_st.training.lora import ADAPTER_DIR, add_lora, fold_lora, save_adapter
 from querit_st.training.progress import ProgressLogCallback
@@ -117,6 +117,7 @@ def train_model(
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     elapsed = time.perf_counter() - t0
+    restore_model(loss)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     entry = {
         **(record or {}),
