@@ -78,9 +78,9 @@ def test_bf16_gradients_match_fp32_on_the_compact_student(loss_cls):
 
 
 def test_fast_dropout_keeps_the_right_share_and_scale():
-    from querit_st.training.fast_ops import fast_dropout, random_keep_mask, reseed
+    from querit_st.training.fast_ops import fast_dropout, random_keep_mask
 
-    reseed(0)
+    torch.manual_seed(0)
     keep = random_keep_mask((1000, 1000), 0.1)
     assert abs(keep.float().mean().item() - 0.9) < 2e-3
     x = torch.ones(200_000, requires_grad=True)
@@ -90,10 +90,10 @@ def test_fast_dropout_keeps_the_right_share_and_scale():
     assert abs(y.mean().item() - 1.0) < 0.01  # unbiased, like nn.Dropout
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # the gradient passes where the mask keeps
-    reseed(7)
+    torch.manual_seed(7)
     a = random_keep_mask((64,), 0.5)
-    reseed(7)
-    assert torch.equal(a, random_keep_mask((64,), 0.5))  # repeatable from a seed
+    torch.manual_seed(7)
+    assert torch.equal(a, random_keep_mask((64,), 0.5))  # repeatable from torch's seed (and so after a resume)
 
 
 def test_patch_swaps_dropout_and_attention_and_undoes(tiny_cross_encoder_dir):

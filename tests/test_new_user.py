@@ -138,6 +138,10 @@ def test_errors_that_can_be_found_before_training_are(tiny_config, tiny_cross_en
 
     with pytest.raises(QueritInputError, match="merge.weights has 3 entries"):
         run_pipeline(cfg, [str(target)], tmp_path / "o2")
+    # merge.t with more than two checkpoints is not silently ignored
+    cfg = load_config(tiny_config, {"merge": {"t": 0.3}, "adapt": {"seeds": [0, 1, 2]}})
+    with pytest.raises(QueritInputError, match="give merge.weights"):
+        run_pipeline(cfg, [str(target)], tmp_path / "o3")
     assert not (tmp_path / "stage1").exists()
 
 

@@ -41,6 +41,9 @@ def preflight(cfg: PipelineConfig, targets: list[str], fields: dict[str, str | N
             if not (folder / "qrels" / f"{split}.tsv").is_file():
                 raise QueritInputError(f"stage-1 dataset {name!r} has no qrels/{split}.tsv")
     n = len(targets) * len(cfg.adapt.seeds) + (1 if cfg.merge.include_stage1 else 0)
+    if n > 2 and cfg.merge.t != 0.5 and cfg.merge.weights is None:
+        raise QueritInputError(f"config merge.t = {cfg.merge.t} places a SLERP between two checkpoints; this run merges "
+                               f"{n}: give merge.weights (one share per checkpoint) instead")
     if cfg.merge.weights is not None and len(cfg.merge.weights) != n:
         raise QueritInputError(f"config merge.weights has {len(cfg.merge.weights)} entries; this run merges {n} "
                                f"checkpoints ({len(targets)} target(s) x {len(cfg.adapt.seeds)} seed(s)"

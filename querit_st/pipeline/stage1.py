@@ -75,6 +75,48 @@ def labelled_lists(cfg: PipelineConfig, split: str | None = None) -> Any:
     return Dataset.from_dict(rows).shuffle(seed=cfg.seed)
 
 
+DEV_QUERIES_PER_DATASET = 30
+
+
+def dev_samples(cfg: PipelineConfig, max_queries: int = DEV_QUERIES_PER_DATASET) -> list[dict[str, Any]]:
+    """Reranking samples from the ``pretrain.dev_split`` of every stage-1 set, for checkpoint choice: each dev
+    query (the first ``max_queries`` per set) with its gold passages and the retriever's top ``pretrain.top_k``
+    (ranked), the input of sentence-transformers' ``CrossEncoderRerankingEvaluator``."""
+    from querit_st.data import doc_text, load_beir
+
+    retriever = build_retriever(cfg.retriever)
+    samples = []
+    for name in cfg.pretrain.datasets:
+        folder = cfg.data_dir(name)
+        if not (folder / "qrels" / f"{cfg.pretrain.dev_split}.tsv").is_file():
+            continue  # e.g. XQuAD-R has train/test only: its dev queries come from nowhere, never from test
+        data = load_beir(folder, split=cfg.pretrain.dev_split)
+        queries = {q: data.queries[q] for q in list(data.qrels)[:max_queries] if q in data.queries}
+        retriever.index(data.corpus)
+        hits = retriever.search(queries, top_k=cfg.pretrain.top_k)
+        for q, text in queries.items():
+            gold = [doc_text(data.corpus[d]) for d, s in data.qrels[q].items() if s > 0 and d in data.corpus]
+            ranked = [doc_text(data.corpus[d]) for d in hits[q]]
+            if gold:
+                samples.append({"query": text, "positive": gold, "documents": ranked})
+    return samples
+
+
+def dev_evaluator(cfg: PipelineConfig) -> Any | None:
+    """``CrossEncoderRerankingEvaluator`` named ``dev`` over :func:`dev_samples`, or None without a dev split."""
+    if not cfg.pretrain.dev_split:
+        return None
+    samples = dev_samples(cfg)
+    if not samples:
+        return None
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+
+    logger.info("stage 1 dev: %d queries from the %r splits choose the checkpoint (nDCG@10)", len(samples),
+                cfg.pretrain.dev_split)
+    return CrossEncoderRerankingEvaluator(samples, at_k=10, name="dev", batch_size=64, write_csv=False,
+                                          always_rerank_positives=False)
+
+
 def pretrain_dataset(cfg: PipelineConfig) -> Any:
     """The stage-1 training lists (the ``pretrain.split`` of every ``pretrain.datasets``): :func:`labelled_lists`."""
     return labelled_lists(cfg)
@@ -122,6 +164,7 @@ def pretrain(cfg: PipelineConfig, output_dir: str | os.PathLike | None = None, *
     fingerprint.write(out)  # first: an interrupted run resumes (same settings), a changed one starts afresh
     with main_process_first():
         dataset = pretrain_dataset(cfg)
+        evaluator = dev_evaluator(cfg)
     set_seed(cfg.seed)  # the fresh scoring head is drawn from the config's seed
     layers = check_backbone_layers(cfg.backbone_layers)  # a config built in code skips load_config
     model = QueritCrossEncoder.from_embedding_model(
@@ -129,5 +172,6 @@ def pretrain(cfg: PipelineConfig, output_dir: str | os.PathLike | None = None, *
     model.record(pipeline="querit-st", backbone=cfg.backbone, backbone_layers=layers, retriever=cfg.retriever,
                  teachers=[dataclasses.asdict(t) for t in cfg.teachers])
     return train_model(model, dataset, cfg.pretrain.train, out, seed=cfg.seed, resume=resume, label="stage 1 train",
+                       evaluator=evaluator, best_metric="dev_ndcg@10" if evaluator is not None else None,
                        record={"stage": "pretrain", "datasets": cfg.pretrain.datasets, "split": cfg.pretrain.split,
                                "lists": len(dataset)})

@@ -5,8 +5,10 @@ put 23% of the time in ``aten::bernoulli_`` (dropout masks, ~7 ns per element fr
 showed PyTorch's SDPA slower than the plain attention under bf16 autocast with dropout. So the fast path:
 
 - draws dropout masks from numpy's SFC64 generator, four 16-bit lanes per 64-bit word (P(drop) exact to 1/65536),
-  about 10x cheaper than ``bernoulli_``; the masks have the same distribution as ``nn.Dropout``'s, from another
-  stream (seeded from torch's generator, so ``torch.manual_seed`` / the trainer's seed make a run repeatable);
+  about 10x cheaper than ``bernoulli_``; the masks have the same distribution as ``nn.Dropout``'s. Each mask's
+  SFC64 stream is seeded by one draw from torch's generator, so a run is repeatable under ``torch.manual_seed`` and
+  a resumed run (HF Trainer restores torch's RNG state from the checkpoint) draws the same masks as an
+  uninterrupted one;
 - runs attention as the eager product (``softmax(QK^T / sqrt(d) + mask) V``) with that dropout, registered as the
   transformers attention implementation ``"querit_cpu"``.
 
@@ -29,33 +31,11 @@ logger = logging.getLogger(__name__)
 ATTENTION_NAME = "querit_cpu"
 
 
-class MaskSource:
-    """Random 16-bit lanes for dropout masks: numpy's SFC64 (a small, fast, statistically strong generator)."""
-
-    def __init__(self, seed: int | None = None) -> None:
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)).item())  # from torch's generator: repeatable under a seed
-        self.generator = np.random.Generator(np.random.SFC64(seed))
-
-    def lanes(self, n: int) -> Tensor:
-        words = self.generator.bit_generator.random_raw(-(-n // 4))
-        return torch.from_numpy(words.view(np.int16)[:n])
-
-
-_SOURCE: MaskSource | None = None
-
-
-def mask_source() -> MaskSource:
-    global _SOURCE
-    if _SOURCE is None:
-        _SOURCE = MaskSource()
-    return _SOURCE
-
-
-def reseed(seed: int | None = None) -> None:
-    """Start the mask stream afresh (from ``seed``, or from torch's generator)."""
-    global _SOURCE
-    _SOURCE = MaskSource(seed)
+def mask_lanes(n: int) -> Tensor:
+    """``n`` uniform int16 values: SFC64 seeded by one draw from torch's (checkpointed) generator."""
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    words = np.random.Generator(np.random.SFC64(seed)).bit_generator.random_raw(-(-n // 4))
+    return torch.from_numpy(words.view(np.int16)[:n])
 
 
 def random_keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> Tensor:
@@ -64,7 +44,7 @@ def random_keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torc
     for s in shape:
         n *= int(s)
     threshold = int(round(p * 65536)) - 32768
-    keep = mask_source().lanes(n) >= threshold
+    keep = mask_lanes(n) >= threshold
     return keep.view(shape).to(device)
 
 
@@ -128,7 +108,6 @@ def patch_for_training(model: nn.Module, *, attention: bool = True) -> Callable[
                 fast.train(child.training)
                 setattr(module, child_name, fast)
                 swapped.append((module, child_name, child))
-    reseed()
     config = getattr(model, "config", None)
     old_attention = getattr(config, "_attn_implementation", None)
     patched_attention = attention and old_attention in ("eager", "sdpa")

@@ -57,6 +57,8 @@ def train_model(
     record: dict[str, Any] | None = None,
     callbacks: list[Any] | None = None,
     label: str = "train",
+    evaluator: Any | None = None,
+    best_metric: str | None = None,
 ) -> Path:
     """Train ``model`` on a listwise soft-label dataset with ``CrossEncoderTrainer``; save to ``output_dir/model``.
 
@@ -65,6 +67,8 @@ def train_model(
     (with LoRA: folded into plain weights, the adapter + head also kept under ``output_dir/adapter``). Under
     ``torchrun`` / ``accelerate launch`` the run is DDP (HF Trainer); only the main process writes the model and the
     log. ``callbacks`` are extra ``transformers.TrainerCallback`` objects; ``label`` prefixes the progress lines.
+    ``evaluator`` (a sentence-transformers evaluator, e.g. on dev lists) runs at every checkpoint; with
+    ``best_metric`` (its metric name, e.g. ``"dev_ndcg@10"``) the final model is the best checkpoint by it.
     """
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -104,11 +108,14 @@ def train_model(
         prompts=prompt or None,
         dataloader_drop_last=False,
         disable_tqdm=not tty,
+        **({"eval_strategy": "steps", "eval_steps": spec.save_steps} if evaluator is not None else {}),
+        **({"load_best_model_at_end": True, "metric_for_best_model": f"eval_{best_metric}", "greater_is_better": True}
+           if evaluator is not None and best_metric else {}),
     )
     loss = build_loss(model, spec)
     fast = configure_fast_training(loss, args, getattr(spec, "fast", "auto"))
     progress = ProgressLogCallback(label, pairs_per_step=_pairs_per_row(dataset) * spec.batch_size)
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator,
                                   callbacks=[progress, *(callbacks or [])])
     trainer.remove_callback(PrinterCallback)  # raw log dicts: the progress line says it readably
     if not tty:
@@ -133,6 +140,11 @@ def train_model(
         "world_size": args.world_size,
         "seed": seed,
         "fast_path": fast.to_dict(),
+        "dev": {"metric": best_metric, "best": trainer.state.best_metric,
+                "best_checkpoint": trainer.state.best_model_checkpoint,
+                "history": [{k: v for k, v in h.items() if k.startswith("eval_") or k == "step"}
+                            for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]}
+        if evaluator is not None else None,
         "lora": {"r": spec.lora_r} if spec.lora else None,
     }
     if trainer.is_world_process_zero():

@@ -87,6 +87,11 @@ def configure_output(verbose: bool = False) -> None:
     except ImportError:  # pragma: no cover
         pass
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    if not sys.stderr.isatty():  # other libraries' tqdm bars (BEIR's corpus loader...) write \r-lines into log files
+        import os
+
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 __all__: list[Any] = ["configure_output", "format_eta", "progress_line", "track", "log_done"]
