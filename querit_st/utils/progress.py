@@ -75,6 +75,12 @@ def configure_output(verbose: bool = False) -> None:
     logging.getLogger("querit_st").setLevel(logging.INFO)
     if verbose:
         return
+    if not sys.stderr.isatty():  # other libraries' tqdm bars (BEIR's corpus loader...) write \r-lines into log files
+        import os
+
+        os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is first imported below
+    for handler in logging.getLogger().handlers:  # a library that sets its own logger to INFO (bm25s) stays quiet
+        handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.startswith("querit_st"))
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -87,11 +93,5 @@ def configure_output(verbose: bool = False) -> None:
     except ImportError:  # pragma: no cover
         pass
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    if not sys.stderr.isatty():  # other libraries' tqdm bars (BEIR's corpus loader...) write \r-lines into log files
-        import os
-
-        os.environ.setdefault("TQDM_DISABLE", "1")
-
 
 __all__: list[Any] = ["configure_output", "format_eta", "progress_line", "track", "log_done"]
