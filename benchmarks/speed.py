@@ -55,6 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from querit_st.utils.machine import cpu_flags  # noqa: E402  (after the path is set)
+
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "vaswani"
 RESULTS = ROOT / "benchmarks" / "results" / "speed.json"
 
@@ -110,27 +112,18 @@ def _peak_rss_mb() -> float:
 def machine_info() -> dict[str, Any]:
     import torch
 
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from querit_st.inference import cpu_features
+    from querit_st.utils.machine import INTERESTING_FLAGS, cpu_features, cpu_model
 
     info = {
         "cpu_count": os.cpu_count(),
-        "cpu_model": model,
+        "cpu_model": cpu_model(),
         "cpu_features": cpu_features(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average_at_start": list(os.getloadavg()),
     }
-    flags = _cpu_flags()
-    info["cpu_flags"] = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma", "avx_vnni")))
+    info["cpu_flags"] = sorted(f for f in cpu_flags() if f.startswith(INTERESTING_FLAGS))
     for dist in ("transformers", "sentence-transformers", "onnxruntime", "onnx", "openvino", "nncf"):
         try:
             from importlib.metadata import version
@@ -218,16 +211,6 @@ def build_calibration(data_dir: Path, exclude: set[str], n: int, out: Path, seed
 # ------------------------------------------------------------------------------------------------ worker
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def _load_config(name: str, model_dir: str, optimum_path: str | None, calibration: str | None = None) -> tuple[Any, Any]:
     """(model, context manager factory) for one configuration, in this (worker) process."""
     import contextlib
@@ -258,7 +241,7 @@ def _load_config(name: str, model_dir: str, optimum_path: str | None, calibratio
 
                 exported = CrossEncoder(str(tmp / "m"), backend="onnx")
                 exported.save(str(tmp / "m"))
-                qconfig = "avx512_vnni" if "avx512_vnni" in _cpu_flags() else "avx2"
+                qconfig = "avx512_vnni" if "avx512_vnni" in cpu_flags() else "avx2"
                 export_dynamic_quantized_onnx_model(exported, qconfig, str(tmp / "m"))
                 # the file is named after the weight dtype: model_qint8_avx512_vnni.onnx, model_quint8_avx2.onnx
                 found = sorted((tmp / "m" / "onnx").glob(f"model_*_{qconfig}.onnx"))
@@ -326,7 +309,7 @@ def _proxy_onnx(hf: Any, int8: bool) -> Any:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             q = Path(tmp) / "model_int8.onnx"
-            wtype = QuantType.QInt8 if "avx512_vnni" in _cpu_flags() else QuantType.QUInt8
+            wtype = QuantType.QInt8 if "avx512_vnni" in cpu_flags() else QuantType.QUInt8
             quantize_dynamic(str(path), str(q), weight_type=wtype, per_channel=True,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
             path = q

@@ -121,16 +121,14 @@ def cmd_adapt(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from querit_st.data import load_corpus
     from querit_st.pipeline import adapt, pretrain
-    from querit_st.pipeline.stage2 import check_base_model
 
     if bool(args.target) == bool(args.corpus):
         raise QueritInputError("adapt needs exactly one of --target DIR (a BEIR folder) or --corpus FILE")
     cfg = _config(args)
     target = args.target or args.corpus
     fields = _fields(args) if args.corpus else None
-    load_corpus(cfg.data_dir(target), **(fields or {}))  # the corpus and the base model are checked first
-    if args.base:
-        check_base_model(args.base)
+    if not args.base:  # stage 1 runs first: check the corpus before it (adapt checks base and corpus itself)
+        load_corpus(cfg.data_dir(target), **(fields or {}))
     base = args.base or pretrain(cfg)
     print(adapt(cfg, target, base, args.output, seed=args.seed, resume=not args.no_resume, fields=fields))
     return 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from querit_st.utils.tables import markdown_table as table
+
 #: metrics shown in the printed tables (``Recall@{top_k}`` is added per run).
 HEADLINE_METRICS = ("nDCG@10", "MRR@10", "Recall@100")
 
@@ -42,21 +44,15 @@ def markdown_table(report: dict[str, Any]) -> str:
 
     head = ["model", *[d["name"] for d in datasets]] + (["Avg"] if multi else [])
     depth = f"rerank top-{top_k}" if len(systems) > 1 else f"retriever alone, top-{top_k}"
-    lines = [f"nDCG@10 ({depth}; {report['split']} split"
-             + (f", first {report['max_queries']} queries" if report.get("max_queries") else "") + ")", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for s in systems:
-        row = [label(s)] + [f"{d['results'][s]['nDCG@10']:.4f}" for d in datasets]
-        if multi:
-            row.append(f"{report['average'][s]['nDCG@10']:.4f}")
-        lines.append("| " + " | ".join(row) + " |")
+    title = (f"nDCG@10 ({depth}; {report['split']} split"
+             + (f", first {report['max_queries']} queries" if report.get("max_queries") else "") + ")")
+    rows = [[label(s), *[d["results"][s]["nDCG@10"] for d in datasets],
+             *([report["average"][s]["nDCG@10"]] if multi else [])] for s in systems]
     metrics = headline(datasets[0]["results"]["retriever"], top_k)
-    head2 = ["dataset", "queries", "model", *metrics]
-    lines += ["", "| " + " | ".join(head2) + " |", "|" + "---|" * len(head2)]
-    rows = [(d["name"], str(d["num_queries"]), d["results"]) for d in datasets]
+    groups = [(d["name"], str(d["num_queries"]), d["results"]) for d in datasets]
     if multi:
-        rows.append(("**Average**", "", report["average"]))
-    for name, nq, results in rows:
-        for s in systems:
-            lines.append("| " + " | ".join([name, nq, label(s), *[f"{results[s].get(m, float('nan')):.4f}" for m in metrics]]) + " |")
-    return "\n".join(lines)
+        groups.append(("**Average**", "", report["average"]))
+    details = [[name, nq, label(s), *[results[s].get(m, float("nan")) for m in metrics]]
+               for name, nq, results in groups for s in systems]
+    return "\n".join([title, "", table(head, rows), "",
+                      table(["dataset", "queries", "model", *metrics], details)])

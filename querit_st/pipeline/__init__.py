@@ -36,7 +36,6 @@ from querit_st.pipeline.report import bar_chart, machine_info, results_table
 from querit_st.pipeline.run import preflight, run_pipeline
 from querit_st.pipeline.stage1 import labelled_lists, pretrain, pretrain_dataset, stage1_dir, stage1_key
 from querit_st.pipeline.stage2 import adapt
-from querit_st.training import train_model
 
 __all__ = [
     "AdaptSpec", "EvalSpec", "MergeSpec", "PipelineConfig", "PretrainSpec", "TeacherSpec", "TrainSpec", "adapt",
@@ -45,3 +44,12 @@ __all__ = [
     "machine_info", "merge_checkpoints", "merge_config_values", "preflight", "pretrain", "pretrain_dataset",
     "read_config_values", "results_table", "run_pipeline", "stage1_dir", "stage1_key", "train_model",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``train_model`` lives in :mod:`querit_st.training` (loaded on first use: reading a config stays cheap)."""
+    if name == "train_model":
+        from querit_st.training import train_model
+
+        return train_model
+    raise AttributeError(f"module 'querit_st.pipeline' has no attribute {name!r}")

@@ -102,7 +102,7 @@ class MergeSpec:
     """``t``: the SLERP position between two checkpoints (0 = the first); ``weights``: one share per checkpoint
     for an N-way merge (normalised to sum 1; None: equal shares, or ``t`` when there are two)."""
 
-    t: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+    t: float | list[float] = field(default=0.5, metadata={"min": 0.0, "max": 1.0})  # a list: a layer gradient
     weights: list[float] | None = None
     include_stage1: bool = False
 
@@ -343,10 +343,10 @@ def check_config(cfg: PipelineConfig) -> None:
         check_query_generator_spec(cfg.adapt.query_generator)
     except QueritInputError as e:
         raise QueritInputError(f"config adapt.query_generator: {e}") from None
-    w = cfg.merge.weights
-    if w is not None:
-        if not w or any(x < 0 for x in w) or sum(w) <= 0:
-            raise QueritInputError(f"config merge.weights = {w!r}: expected non-negative shares with a positive sum")
-        n = len(cfg.adapt.seeds) + (1 if cfg.merge.include_stage1 else 0)
-        if len(w) % n and len(w) != n:
-            pass  # the count depends on the number of targets: checked by run_pipeline once the targets are known
+    if cfg.merge.weights is not None:  # the merge's own check; the count needs the targets (run_pipeline's preflight)
+        from querit_st.merge.schedule import check_weights
+
+        try:
+            check_weights(cfg.merge.weights)
+        except QueritInputError as e:
+            raise QueritInputError(f"config merge.weights = {cfg.merge.weights!r}: {e}") from None

@@ -16,7 +16,7 @@ from querit_st.utils import atomic_dir
 logger = logging.getLogger(__name__)
 
 
-def merge_checkpoints(paths: list[Path], output_dir: str | os.PathLike, t: float = 0.5, *,
+def merge_checkpoints(paths: list[Path], output_dir: str | os.PathLike, t: float | list[float] = 0.5, *,
                       weights: list[float] | None = None, overwrite: bool = True) -> Path:
     """Stage 3: SLERP two checkpoints at ``t`` (or by ``weights``), or N checkpoints by ``weights`` (equal shares
     when None)."""

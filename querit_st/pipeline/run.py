@@ -14,11 +14,15 @@ from querit_st.pipeline.evaluate import evaluate_models, merge_checkpoints
 from querit_st.pipeline.report import bar_chart, results_table
 from querit_st.pipeline.stage1 import pretrain
 from querit_st.pipeline.stage2 import adapt, target_name
-from querit_st.training import is_main_process
 from querit_st.utils import QueritInputError, atomic_write_json
 from querit_st.utils.machine import machine_info
 
 logger = logging.getLogger(__name__)
+
+
+def fields_for(folder: Path, fields: dict[str, str | None] | None) -> dict[str, str | None]:
+    """The column names that apply to one target: a corpus file's (or saved dataset's), none for a BEIR folder."""
+    return dict(fields or {}) if folder.is_file() or not (folder / "corpus.jsonl").is_file() else {}
 
 
 def preflight(cfg: PipelineConfig, targets: list[str], fields: dict[str, str | None] | None = None) -> None:
@@ -34,7 +38,7 @@ def preflight(cfg: PipelineConfig, targets: list[str], fields: dict[str, str | N
         folder = cfg.data_dir(t)
         if folder.is_dir() and not (folder / "corpus.jsonl").is_file() and not (folder / "dataset_info.json").is_file():
             raise QueritInputError(f"target {t!r} has no corpus.jsonl (expected a BEIR folder or a corpus file)")
-        load_corpus(folder, **(fields if folder.is_file() or not (folder / "corpus.jsonl").is_file() else {}))
+        load_corpus(folder, **fields_for(folder, fields))
     for name in cfg.pretrain.datasets:
         folder = cfg.data_dir(name)
         for split in filter(None, (cfg.pretrain.split, cfg.pretrain.dev_split)):
@@ -64,6 +68,8 @@ def run_pipeline(
     ``targets`` are BEIR folders (or names under the data root) or corpus files (``fields`` names their columns).
     Writes ``output_dir/results.json``, ``output_dir/results.png`` and returns the results.
     """
+    from querit_st.training import is_main_process
+
     fields = {k: v for k, v in (fields or {}).items() if v}
     preflight(cfg, targets, fields)  # fail early, before hours of training
     out = Path(output_dir)
@@ -78,9 +84,7 @@ def run_pipeline(
         for seed in cfg.adapt.seeds:
             t1 = time.perf_counter()
             name = f"adapt-{target_name(t)}-s{seed}"
-            folder = cfg.data_dir(t)
-            own_fields = fields if folder.is_file() or not (folder / "corpus.jsonl").is_file() else None
-            path = adapt(cfg, t, stage1, out / name, seed=seed, resume=resume, fields=own_fields)
+            path = adapt(cfg, t, stage1, out / name, seed=seed, resume=resume, fields=fields_for(cfg.data_dir(t), fields))
             timings[name] = time.perf_counter() - t1
             adapted.append(path)
             names[name] = path

@@ -14,7 +14,6 @@ import numpy as np
 from querit_st.pipeline.config import PipelineConfig, check_backbone_layers
 from querit_st.pipeline.factories import build_retriever, build_teacher, corpus_language
 from querit_st.pipeline.fingerprint import stage_fingerprint, use_or_clear
-from querit_st.training import main_process_first, train_model
 from querit_st.utils.progress import progress_line
 from querit_st.utils import cache_root, config_hash
 
@@ -32,6 +31,7 @@ def labelled_lists(cfg: PipelineConfig, split: str | None = None) -> Any:
 
     from querit_st.data import doc_text, load_beir
     from querit_st.mining import labelled_list
+    from querit_st.retriever import candidate_pool
 
     p = cfg.pretrain
     split = split or p.split
@@ -52,7 +52,7 @@ def labelled_lists(cfg: PipelineConfig, split: str | None = None) -> Any:
         flat_q, flat_d, groups = [], [], []
         for qid, q in queries.items():
             gold = [d for d, s in data.qrels[qid].items() if s > 0 and d in texts]
-            pool = gold + [d for d in hits[qid] if d not in gold]
+            pool = gold + candidate_pool(hits[qid], exclude=set(gold))
             pools[qid] = (pool, len(gold))
             flat_q += [q] * len(pool)
             flat_d += [texts[d] for d in pool]
@@ -83,6 +83,7 @@ def dev_samples(cfg: PipelineConfig, max_queries: int = DEV_QUERIES_PER_DATASET)
     query (the first ``max_queries`` per set) with its gold passages and the retriever's top ``pretrain.top_k``
     (ranked), the input of sentence-transformers' ``CrossEncoderRerankingEvaluator``."""
     from querit_st.data import doc_text, load_beir
+    from querit_st.retriever import candidate_pool
 
     retriever = build_retriever(cfg.retriever)
     samples = []
@@ -96,7 +97,7 @@ def dev_samples(cfg: PipelineConfig, max_queries: int = DEV_QUERIES_PER_DATASET)
         hits = retriever.search(queries, top_k=cfg.pretrain.top_k)
         for q, text in queries.items():
             gold = [doc_text(data.corpus[d]) for d, s in data.qrels[q].items() if s > 0 and d in data.corpus]
-            ranked = [doc_text(data.corpus[d]) for d in hits[q]]
+            ranked = [doc_text(data.corpus[d]) for d in candidate_pool(hits[q])]
             if gold:
                 samples.append({"query": text, "positive": gold, "documents": ranked})
     return samples
@@ -154,6 +155,7 @@ def pretrain(cfg: PipelineConfig, output_dir: str | os.PathLike | None = None, *
     from transformers import set_seed
 
     from querit_st.cross_encoder import QueritCrossEncoder
+    from querit_st.training import main_process_first, train_model
 
     out = Path(output_dir) if output_dir else stage1_dir(cfg)
     fingerprint = stage_fingerprint("pretrain", stage1_key(cfg))

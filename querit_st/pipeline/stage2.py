@@ -12,7 +12,6 @@ from typing import Any
 from querit_st.pipeline.config import PipelineConfig
 from querit_st.pipeline.factories import build_retriever, build_teacher, corpus_language
 from querit_st.pipeline.fingerprint import stage_fingerprint, use_or_clear
-from querit_st.training import distributed_state, train_model
 from querit_st.utils import QueritInputError, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -72,6 +71,7 @@ def adapt(
     from querit_st.data import doc_text, load_corpus
     from querit_st.mining import clear_mining_files, load_mined_dataset, mine_soft_labels, to_listwise
     from querit_st.querygen import make_query_generator
+    from querit_st.training import distributed_state, train_model
 
     seed = cfg.seed if seed is None else seed
     target = cfg.data_dir(str(target))
