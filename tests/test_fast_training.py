@@ -168,3 +168,95 @@ def test_the_fast_path_is_recorded_in_the_log_and_the_card(tiny_config, tiny_cro
     log = json.loads((tmp_path / "a" / "train_log.json").read_text())
     assert log["fast_path"]["length_grouping"] is True and "reason" in log["fast_path"]
     assert "fast_path" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("arch", ["bert", "xlm-roberta"])
+def test_cls_only_last_layer_gives_the_same_logits_and_gradients(arch):
+    from transformers import BertConfig, BertForSequenceClassification, XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    from querit_st.training.fast_ops import cls_only_last_layer
+
+    torch.manual_seed(0)
+    kw = dict(vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+              num_labels=1, max_position_embeddings=64)
+    model = (BertForSequenceClassification(BertConfig(**kw)) if arch == "bert"
+             else XLMRobertaForSequenceClassification(XLMRobertaConfig(**kw, pad_token_id=1))).eval()
+    ids = torch.randint(5, 120, (4, 14))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    mask[3, 4:] = 0
+    shapes = []
+    model.base_model.encoder.layer[-1].register_forward_hook(lambda m, i, out: shapes.append(tuple(out.shape)))
+
+    def run():
+        model.zero_grad()
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        logits.pow(2).sum().backward()
+        return logits.detach(), torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+
+    ref_logits, ref_grads = run()
+    undo = cls_only_last_layer(model)
+    assert undo is not None
+    logits, grads = run()
+    assert shapes[-1] == (4, 1, 32) and shapes[0] == (4, 14, 32)  # only the [CLS] row left the patched layer
+    torch.testing.assert_close(logits, ref_logits, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grads, ref_grads, atol=1e-6, rtol=1e-4)
+    undo()
+    run()
+    assert shapes[-1] == (4, 14, 32)
+
+
+def test_cls_only_is_not_applied_where_the_score_reads_more_than_cls():
+    from transformers import BertConfig, BertForTokenClassification
+
+    from querit_st.training.fast_ops import cls_only_last_layer
+
+    model = BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                  num_attention_heads=2, intermediate_size=32))
+    assert cls_only_last_layer(model) is None
+
+
+def test_bf16_weights_path_keeps_fp32_master_weights_and_gradients(tiny_cross_encoder_dir):
+    from sentence_transformers import CrossEncoder
+
+    from querit_st.losses.fast_scoring import bf16_compute, length_grouped_logits
+
+    model = CrossEncoder(str(tiny_cross_encoder_dir))
+    model.eval()
+    pairs = [("quantum laser", "quantum laser " * k) for k in (1, 3, 7, 2)]
+    with torch.no_grad():
+        ref = length_grouped_logits(model, pairs, token_budget=64)
+    logits = length_grouped_logits(model, pairs, token_budget=64, bf16="weights")
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits.detach(), ref, atol=0.05, rtol=0.05)  # bf16: 8 bits of mantissa
+    logits.sum().backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.dtype == torch.float32 for p in params)
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in params)
+    assert sum(p.grad is not None for p in params) > len(params) // 2
+    embedding = model.transformers_model.get_input_embeddings()
+    with bf16_compute(model) as copies:
+        assert all(t.dtype == torch.bfloat16 for t in copies.values())
+        assert not any(t is embedding.weight for t in copies.values())
+        assert embedding._forward_hooks
+    assert not embedding._forward_hooks  # the cast hook is gone after the batch
+
+
+def test_fast_path_under_lora_trains_every_adapter(tiny_cross_encoder_dir):
+    from sentence_transformers import CrossEncoder
+
+    from querit_st.training import restore_model
+    from querit_st.training.lora import add_lora
+
+    torch.manual_seed(0)
+    model = CrossEncoder(str(tiny_cross_encoder_dir))
+    add_lora(model, r=2)
+    loss = ScoreGapHingeLoss(model)
+    configure_fast_training(loss, None, "fp32")
+    inputs, labels = _batch()
+    loss(inputs, labels).backward()
+    restore_model(loss)
+    lora_b = [(n, p) for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.grad is not None for _, p in lora_b)
+    # B starts at zero, so A's gradient is zero at step 0; B's must not be (the adapters are in the graph)
+    assert all(p.grad.abs().sum() > 0 for n, p in lora_b if "query" in n or "value" in n), [n for n, _ in lora_b]

@@ -168,3 +168,20 @@ def test_index_uses_the_shared_corpus_checks(retriever):
     assert retriever.doc_ids == ["0", "1"] and retriever.embeddings.shape[0] == 2
     np.testing.assert_array_equal(retriever.encode([retriever.passage_prompt + "x"]), retriever.encode_passages(["x"]))
     np.testing.assert_array_equal(retriever.encode([retriever.query_prompt + "x"]), retriever.encode_queries(["x"]))
+
+
+def test_precision_bf16_is_close_to_fp32_and_cached_apart(tiny_embedding_dir, tmp_path, monkeypatch):
+    import querit_st.retriever as retriever_module
+
+    fp32 = DenseRetriever(str(tiny_embedding_dir), cache_dir=tmp_path / "c", precision="fp32").index(CORPUS)
+    bf16 = DenseRetriever(str(tiny_embedding_dir), cache_dir=tmp_path / "c", precision="bf16").index(CORPUS)
+    assert not bf16.last_index_from_cache  # bf16 embeddings never stand in for fp32 ones (nor the reverse)
+    assert len(list((tmp_path / "c").glob("*.npy"))) == 2
+    assert bf16.embeddings.dtype == np.float32
+    cos = (fp32.embeddings * bf16.embeddings).sum(1)
+    assert cos.min() > 0.99, cos
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(retriever_module, "native_bf16", lambda native=native: native)
+        assert DenseRetriever(str(tiny_embedding_dir), cache_dir=False).precision == expected
+    with pytest.raises(QueritInputError, match="precision must be one of"):
+        DenseRetriever(str(tiny_embedding_dir), precision="int4")

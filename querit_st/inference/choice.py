@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 
 from querit_st.utils import QueritInputError
-from querit_st.utils.machine import cpu_features
+from querit_st.utils.machine import cpu_features, native_bf16
 
 __all__ = ["MODES", "check_runtimes", "has_native_bf16", "onnx_int8_weight_type", "resolve_mode"]
 
@@ -28,9 +28,8 @@ def _has_native_int8() -> bool:
 
 
 def has_native_bf16() -> bool:
-    """Native bf16 matmuls (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and several times slower than fp32."""
-    f = cpu_features()
-    return bool(f["avx512_bf16"] or f["amx"])
+    """Native bf16 matmuls (AVX-512 BF16 or AMX): :func:`querit_st.utils.machine.native_bf16`."""
+    return native_bf16()
 
 
 def _onnx_available() -> bool:

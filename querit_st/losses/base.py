@@ -97,7 +97,8 @@ class SoftLabelLoss(nn.Module):
         """
         fast = getattr(self, "fast_path", None)
         if fast is not None and fast.length_grouping:  # querit_st.training.configure_fast_training
-            logits = length_grouped_logits(self.model, pairs, token_budget=fast.token_budget, bf16=fast.bf16,
+            bf16 = fast.bf16_compute if fast.bf16 else False
+            logits = length_grouped_logits(self.model, pairs, token_budget=fast.token_budget, bf16=bf16,
                                            prompt=prompt, task=task)
             return self.activation_fn(logits)
         mini_batch_size = self.mini_batch_size or batch_size

@@ -33,6 +33,13 @@ def cpu_model() -> str:
     return platform.processor() or "?"
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and several
+    times slower than fp32. The one test every bf16 choice (training, inference, encoding) makes."""
+    f = cpu_features()
+    return bool(f["avx512_bf16"] or f["amx"])
+
+
 def cpu_features() -> dict[str, Any]:
     """What the CPU offers for low-precision matmuls (as PyTorch sees it)."""
     import torch
