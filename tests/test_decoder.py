@@ -462,3 +462,44 @@ def test_decoder_does_not_import_cross_encoder_and_is_registered_explicitly():
 
     assert alias is home and QUERIT_INSTRUCTION is instruction
     assert render_querit_text("q", "d") == f"{instruction} Query: q; Content: d"
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_fast_training_path_on_a_decoder_student(qwen3_ckpt, mode):
+    from querit_st.losses import ScoreGapHingeLoss
+    from querit_st.training import configure_fast_training, restore_model
+
+    model = load_querit_checkpoint(qwen3_ckpt, max_length=64, device="cpu")
+    loss = ScoreGapHingeLoss(model)
+    configure_fast_training(loss, None, mode)
+    pairs = _pairs(6, seed=3)
+    queries = [pairs[0][0], pairs[3][0]]
+    docs = [[d for _, d in pairs[:3]], [d for _, d in pairs[3:]]]
+    labels = [torch.tensor([1.0, 0.2, -0.5]), torch.tensor([0.3, 0.9, 0.0])]
+    value = loss([queries, docs], labels)
+    value.backward()
+    restore_model(loss)
+    assert torch.isfinite(value)
+    head = model[0].head.weight
+    assert head.dtype == torch.float32 and head.grad is not None and head.grad.abs().sum() > 0
+
+
+def test_fast_fp32_path_equals_plain_training_on_a_decoder_student(qwen3_ckpt):
+    """The fast path's attention handles grouped-query attention (K/V heads shared by query heads) as the model's
+    own attention does: the same loss with dropout off."""
+    from querit_st.losses import ScoreGapHingeLoss
+    from querit_st.training import configure_fast_training, restore_model
+
+    model = load_querit_checkpoint(qwen3_ckpt, max_length=64, device="cpu")
+    model.eval()
+    pairs = _pairs(6, seed=4)
+    inputs = [[pairs[0][0], pairs[3][0]], [[d for _, d in pairs[:3]], [d for _, d in pairs[3:]]]]
+    labels = [torch.tensor([1.0, 0.2, -0.5]), torch.tensor([0.3, 0.9, 0.0])]
+    values = []
+    for mode in ("off", "fp32"):
+        loss = ScoreGapHingeLoss(model)
+        configure_fast_training(loss, None, mode)
+        with torch.no_grad():
+            values.append(float(loss(inputs, labels)))
+        restore_model(loss)
+    assert abs(values[0] - values[1]) < 1e-5, values

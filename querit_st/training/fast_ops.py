@@ -92,6 +92,9 @@ def eager_attention_fast_dropout(
     """transformers' eager attention (the same computation) with :func:`fast_dropout` on the probabilities."""
     if scaling is None:
         scaling = query.size(-1) ** -0.5
+    if key.shape[1] != query.shape[1]:  # grouped-query attention (decoder students): each K/V head serves a group
+        groups = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     weights = torch.matmul(query * scaling, key.transpose(2, 3))  # scaled on [B, H, L, D], not on [B, H, L, L]
     if attention_mask is not None:
         mask = attention_mask[:, :, :, : key.shape[-2]]
