@@ -260,3 +260,35 @@ def test_fast_path_under_lora_trains_every_adapter(tiny_cross_encoder_dir):
     assert lora_b and all(p.grad is not None for _, p in lora_b)
     # B starts at zero, so A's gradient is zero at step 0; B's must not be (the adapters are in the graph)
     assert all(p.grad.abs().sum() > 0 for n, p in lora_b if "query" in n or "value" in n), [n for n, _ in lora_b]
+
+
+def test_head_learning_rate_gives_the_scoring_head_its_own_rate(tiny_cross_encoder_dir, tmp_path):
+    """``TrainSpec.head_learning_rate`` reaches the optimizer through sentence-transformers' learning_rate_mapping:
+    the pooler and classifier train at it, every other parameter at ``learning_rate``; it is logged."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+
+    from querit_st.cross_encoder import QueritCrossEncoder
+    from querit_st.pipeline.config import TrainSpec
+    from querit_st.training import train_model
+
+    seen: dict[int, float] = {}
+
+    class Rates(TrainerCallback):
+        def on_step_begin(self, args, state, control, optimizer=None, model=None, **kw):
+            names = {id(p): n for n, p in model.named_parameters()}
+            for g in optimizer.param_groups:
+                for p in g["params"]:
+                    seen[names[id(p)]] = g["initial_lr"] if "initial_lr" in g else g["lr"]
+
+    model = QueritCrossEncoder(str(tiny_cross_encoder_dir))
+    rows = Dataset.from_dict({"query": ["laser light", "crystal"], "documents": [["laser", "light", "cat"]] * 2,
+                              "scores": [[1.0, 0.5, 0.0], [0.0, 1.0, 0.2]]})
+    spec = TrainSpec(learning_rate=1e-5, head_learning_rate=1e-3, max_steps=1, batch_size=2, save_steps=10,
+                     logging_steps=1, fast="off")
+    train_model(model, rows, spec, tmp_path / "out", resume=False, callbacks=[Rates()])
+    head = {n: lr for n, lr in seen.items() if ".classifier." in n or ".pooler." in n}
+    body = {n: lr for n, lr in seen.items() if n not in head}
+    assert head and body
+    assert set(head.values()) == {1e-3} and set(body.values()) == {1e-5}
+    assert json.loads((tmp_path / "out" / "train_log.json").read_text())["head_learning_rate"] == 1e-3

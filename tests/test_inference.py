@@ -25,7 +25,7 @@ from querit_st.inference import (
 )
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
-HAS_OV = HAS_ORT and importlib.util.find_spec("openvino") is not None
+HAS_OV = importlib.util.find_spec("openvino") is not None
 HAS_NNCF = HAS_OV and importlib.util.find_spec("nncf") is not None
 ALL_MODES = [m for m in MODES if m != "compact"] + ["compact"]
 NEEDS_ORT = {"onnx", "onnx-int8"}
@@ -337,3 +337,40 @@ def test_results_file_shape_if_present():
     assert {"command", "machine", "date"} <= set(res)
     if "rerank" in res:
         assert res["rerank"]["configs"]["st-fp32"]["available"]
+
+
+def test_packed_inputs_embeds_equal_ids(tiny_cross_encoder_dir):
+    """The exported graphs take the word-embedding rows (``inputs_embeds``) instead of ids: the same logits."""
+    model = _tiny_model(tiny_cross_encoder_dir)
+    hf = model[0].model.eval()
+    tok = model[0].tokenizer
+    pairs = _tiny_pairs(7, seed=5)
+    enc = tok([p[0] for p in pairs], [p[1] for p in pairs], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        for pack in (True, False):
+            packed = PackedBertScorer(hf, pack=pack)
+            want = packed(**enc)["logits"]
+            embeds = hf.get_input_embeddings()(enc["input_ids"])
+            got = packed.score(None, enc["attention_mask"], enc["token_type_ids"], inputs_embeds=embeds)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(QueritInputError, match="input_ids or inputs_embeds"):
+        PackedBertScorer(hf).score(None)
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="onnxruntime / onnx not installed")
+def test_exported_graph_leaves_the_vocabulary_matrix_in_torch(tiny_cross_encoder_dir, tmp_path):
+    """The vocabulary matrix is looked up in torch, not copied into the ONNX graph (and every runtime built from
+    it): peak memory. The graph's input is the embedding rows; no initializer has the vocabulary's size."""
+    import onnx
+    from onnx import numpy_helper
+
+    from querit_st.inference.onnx import EMBEDS, export_onnx
+
+    hf = _tiny_model(tiny_cross_encoder_dir)[0].model.eval()
+    path = tmp_path / "m.onnx"
+    export_onnx(PackedBertScorer(hf), path)
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == [EMBEDS, "attention_mask", "token_type_ids"]
+    vocab = tuple(hf.get_input_embeddings().weight.shape)
+    shapes = [numpy_helper.to_array(t).shape for t in graph.initializer]
+    assert shapes and vocab not in shapes and (vocab[1], vocab[0]) not in shapes

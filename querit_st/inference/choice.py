@@ -37,7 +37,7 @@ def _onnx_available() -> bool:
 
 
 def _openvino_available() -> bool:
-    return importlib.util.find_spec("openvino") is not None and _onnx_available()
+    return importlib.util.find_spec("openvino") is not None  # converts from PyTorch itself: no ONNX needed
 
 
 def _nncf_available() -> bool:
@@ -65,7 +65,7 @@ def check_runtimes(concrete: str, *, requested: str, strict: bool) -> str:
         missing = [m for m, ok in (("openvino", _openvino_available()),
                                    ("nncf", concrete == "openvino" or _nncf_available())) if not ok]
         if missing:
-            raise QueritInputError(f"mode {concrete!r} needs {' and '.join(missing)} (pip install openvino nncf onnx)")
+            raise QueritInputError(f"mode {concrete!r} needs {' and '.join(missing)} (pip install openvino nncf)")
     if concrete in ("onnx", "onnx-int8") and not _onnx_available():
         msg = f"mode {concrete!r} needs onnxruntime and onnx (pip install onnxruntime onnx)"
         if strict or requested != "compact":

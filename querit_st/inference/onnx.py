@@ -15,27 +15,48 @@ from torch import nn
 from querit_st.inference.choice import onnx_int8_weight_type
 from querit_st.inference.packed import PackedBertScorer
 from querit_st.inference.quantize import encoder_linear_names
+from querit_st.utils import QueritInputError
 
-__all__ = ["OnnxScorer", "export_onnx", "numpy_feed", "onnx_scorer"]
+__all__ = ["EMBEDS", "OnnxScorer", "example_inputs", "export_onnx", "numpy_feed", "onnx_scorer", "score_only"]
+
+
+#: The graph input that replaces ``input_ids`` in exported graphs: the tokens' word-embedding rows, looked up in
+#: torch (:func:`numpy_feed`), so the vocabulary matrix (96M of multilingual-e5-small's 107M weights at 6 layers) is
+#: not copied into the ONNX file, the runtime and its compiled model (peak memory).
+EMBEDS = "inputs_embeds"
 
 
 def numpy_feed(
-    names: list[str], input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids: torch.Tensor | None
+    names: list[str],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    token_type_ids: torch.Tensor | None,
+    word_embeddings: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """The int64 numpy inputs an exported graph asks for (``names``); a missing mask is all ones, types all zeros."""
+    """The numpy inputs an exported graph asks for (``names``): int64 ids and masks (a missing mask is all ones,
+    types all zeros) and, for :data:`EMBEDS`, the float32 rows of ``word_embeddings`` for ``input_ids``."""
     feed = {
         "input_ids": input_ids,
         "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask,
         "token_type_ids": torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids,
     }
-    return {k: feed[k].detach().cpu().to(torch.int64).numpy() for k in names}
+    out = {k: feed[k].detach().cpu().to(torch.int64).numpy() for k in names if k != EMBEDS}
+    if EMBEDS in names:
+        if word_embeddings is None:
+            raise QueritInputError(f"this graph takes {EMBEDS}: give the model's word_embeddings")
+        with torch.no_grad():
+            out[EMBEDS] = word_embeddings(input_ids.cpu()).float().numpy()
+    return out
 
 
 class OnnxScorer(nn.Module):
-    """An ONNX Runtime session behind the ``transformer.model`` interface (``model(**features) -> {"logits"}``)."""
+    """An ONNX Runtime session behind the ``transformer.model`` interface (``model(**features) -> {"logits"}``);
+    ``word_embeddings`` looks up the graph's :data:`EMBEDS` input."""
 
-    def __init__(self, model_bytes: bytes, config: Any, *, threads: int | None = None, label: str = "onnx") -> None:
+    def __init__(self, model_bytes: bytes, config: Any, *, threads: int | None = None, label: str = "onnx",
+                 word_embeddings: nn.Module | None = None) -> None:
         super().__init__()
+        self.word_embeddings = word_embeddings
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -55,7 +76,8 @@ class OnnxScorer(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
-        out = self.session.run(None, numpy_feed(self.input_names, input_ids, attention_mask, token_type_ids))[0]
+        feed = numpy_feed(self.input_names, input_ids, attention_mask, token_type_ids, self.word_embeddings)
+        out = self.session.run(None, feed)[0]
         return {"logits": torch.from_numpy(out)}
 
     def __deepcopy__(self, memo: dict) -> OnnxScorer:  # sessions cannot be pickled; share them
@@ -67,26 +89,40 @@ class _ScoreOnly(nn.Module):
         super().__init__()
         self.scorer = scorer
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        return self.scorer.score(input_ids, attention_mask, token_type_ids)
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        return self.scorer.score(None, attention_mask, token_type_ids, inputs_embeds=inputs_embeds)
+
+
+def score_only(packed: PackedBertScorer) -> nn.Module:
+    """The module exported (ONNX) or converted (OpenVINO): ``(inputs_embeds, attention_mask, token_type_ids) ->
+    logits``, the packed forward from the word-embedding rows on."""
+    return _ScoreOnly(packed).eval()
+
+
+def example_inputs(packed: PackedBertScorer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two padded sequences to trace :func:`score_only` with: word-embedding rows, attention mask, token types."""
+    ids = torch.tensor([[2, 5, 6, 3, 7, 8, 3, 0], [2, 5, 3, 7, 3, 0, 0, 0]], dtype=torch.long)
+    # real ids must be inside the vocabulary; 0..8 always are
+    with torch.no_grad():
+        embeds = packed.word_embeddings(ids)
+    mask = (torch.arange(ids.shape[1]) < torch.tensor([[7], [5]])).long()
+    return embeds, mask, torch.zeros_like(ids)
 
 
 def export_onnx(packed: PackedBertScorer, path: Path) -> None:
-    """Export the packed forward to ONNX (dynamic batch and length)."""
-    wrapper = _ScoreOnly(packed).eval()
-    ids = torch.tensor([[2, 5, 6, 3, 7, 8, 3, 0], [2, 5, 3, 7, 3, 0, 0, 0]], dtype=torch.long)
-    # real ids must be inside the vocabulary; 0..8 always are
-    mask = (torch.arange(ids.shape[1]) < torch.tensor([[7], [5]])).long()
-    types = torch.zeros_like(ids)
-    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
+    """Export the packed forward to ONNX (dynamic batch and length), from the word-embedding rows
+    (:data:`EMBEDS`) on: the vocabulary matrix stays in torch."""
+    wrapper = score_only(packed)
+    embeds, mask, types = example_inputs(packed)
+    axes = {EMBEDS: {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
             "token_type_ids": {0: "batch", 1: "length"}, "logits": {0: "batch"}}
     packed.exporting = True
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                wrapper, (ids, mask, types), str(path),
-                input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
+                wrapper, (embeds, mask, types), str(path),
+                input_names=[EMBEDS, "attention_mask", "token_type_ids"], output_names=["logits"],
                 dynamic_axes=axes, opset_version=17, dynamo=False,
             )
     finally:
@@ -152,4 +188,5 @@ def onnx_scorer(packed: PackedBertScorer, int8: bool, threads: int | None, skip:
             final = Path(tmp) / "model_int8.onnx"
             _onnx_int8(fp32, final, packed, weight_type=onnx_int8_weight_type(), skip=skip)
         data = final.read_bytes()
-    return OnnxScorer(data, packed.config, threads=threads, label="onnx-int8" if int8 else "onnx")
+    return OnnxScorer(data, packed.config, threads=threads, label="onnx-int8" if int8 else "onnx",
+                      word_embeddings=packed.word_embeddings)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,24 @@ import torch
 from torch import nn
 
 from querit_st.inference.attach import inference_mode_of, set_inference_mode, transformer_module
-from querit_st.inference.onnx import export_onnx, numpy_feed
+from querit_st.inference.onnx import example_inputs, numpy_feed, score_only
 from querit_st.inference.packed import PackedBertScorer
 from querit_st.inference.quantize import encoder_linear_names
 from querit_st.utils import QueritInputError
 from querit_st.utils.machine import cpu_features
 
-__all__ = ["DEFAULT_OV_DQ_GROUP", "OpenVinoScorer", "calibration_batches", "load_openvino", "openvino_scorer"]
+__all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_OV_DQ_GROUP", "OpenVinoScorer", "calibration_batches", "convert_openvino", "load_openvino",
+           "openvino_scorer"]
 
 #: OpenVINO's dynamic activation quantisation group (values along the reduction axis that share one scale) for
 #: ``"openvino-int8"`` without calibration data: 64 kept Spearman >= 0.995 against fp32 on the untrained MiniLM
 #: head; larger groups are a few % faster and less exact (128: ~0.992, a whole row: ~0.976).
 DEFAULT_OV_DQ_GROUP = 64
+
+#: Padded tokens per OpenVINO inference call (:class:`OpenVinoScorer`): a batch of 32 pairs of 128 tokens goes in 8
+#: calls. OpenVINO keeps the buffers of the largest call, so this bounds resident memory; set from
+#: ``benchmarks/speed.py`` peak-RSS measurements.
+DEFAULT_MAX_TOKENS = 512
 
 
 class OpenVinoScorer(nn.Module):
@@ -36,7 +41,10 @@ class OpenVinoScorer(nn.Module):
 
     ``precision``: OpenVINO's ``INFERENCE_PRECISION_HINT`` (``None``: the device default, which is bf16 on CPUs
     with AVX-512 BF16 / AMX and f32 elsewhere). ``dynamic_group``: ``DYNAMIC_QUANTIZATION_GROUP_SIZE`` (runtime int8
-    activations for int8-compressed weights; ``None`` leaves OpenVINO's default).
+    activations for int8-compressed weights; ``None`` leaves OpenVINO's default). ``word_embeddings``: the torch
+    module that looks up the graph's ``inputs_embeds`` input (graphs exported by this version; older IRs take ids).
+    ``max_tokens``: padded tokens per inference call; a larger batch is scored in row slices (OpenVINO keeps the
+    buffers of the largest call it has seen: smaller calls, less resident memory; ``None``: the whole batch).
     """
 
     def __init__(
@@ -48,8 +56,12 @@ class OpenVinoScorer(nn.Module):
         precision: str | None = None,
         dynamic_group: int | None = None,
         label: str = "openvino",
+        word_embeddings: nn.Module | None = None,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
     ) -> None:
         super().__init__()
+        self.word_embeddings = word_embeddings
+        self.max_tokens = max_tokens
         import openvino as ov
 
         props: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
@@ -76,9 +88,16 @@ class OpenVinoScorer(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
-        res = self.request.infer(numpy_feed(self.input_names, input_ids, attention_mask, token_type_ids))
-        out = res[self.compiled.outputs[0]]
-        return {"logits": torch.from_numpy(out.copy())}
+        rows = input_ids.shape[0]
+        step = rows if not self.max_tokens else max(1, self.max_tokens // max(1, input_ids.shape[1]))
+        outs = []
+        for i in range(0, rows, step):
+            part = slice(i, i + step)
+            feed = numpy_feed(self.input_names, input_ids[part],
+                              None if attention_mask is None else attention_mask[part],
+                              None if token_type_ids is None else token_type_ids[part], self.word_embeddings)
+            outs.append(torch.from_numpy(self.request.infer(feed)[self.compiled.outputs[0]].copy()))
+        return {"logits": outs[0] if len(outs) == 1 else torch.cat(outs)}
 
     def save(self, path: str | Path) -> Path:
         """Write the (possibly quantised) OpenVINO IR (``.xml`` + ``.bin``); reload with :meth:`load`: the export
@@ -93,15 +112,18 @@ class OpenVinoScorer(nn.Module):
         return path
 
     @classmethod
-    def load(cls, path: str | Path, config: Any, *, threads: int | None = None, precision: str | None = None) -> OpenVinoScorer:
-        """An :class:`OpenVinoScorer` from an IR written by :meth:`save` (``config``: the Hugging Face config)."""
+    def load(cls, path: str | Path, config: Any, *, threads: int | None = None, precision: str | None = None,
+             word_embeddings: nn.Module | None = None) -> OpenVinoScorer:
+        """An :class:`OpenVinoScorer` from an IR written by :meth:`save` (``config``: the Hugging Face config;
+        ``word_embeddings``: the model's, for IRs that take ``inputs_embeds``)."""
         import openvino as ov
 
         path = Path(path).with_suffix(".xml")
         meta_path = path.with_suffix(".json")
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         return cls(ov.Core().read_model(str(path)), config, threads=threads, precision=precision,
-                   dynamic_group=meta.get("dynamic_group"), label=meta.get("label", "openvino"))
+                   dynamic_group=meta.get("dynamic_group"), label=meta.get("label", "openvino"),
+                   word_embeddings=word_embeddings)
 
     def __deepcopy__(self, memo: dict) -> OpenVinoScorer:  # compiled models cannot be copied; share them
         return self
@@ -113,7 +135,9 @@ def load_openvino(model: Any, path: str | Path, *, threads: int | None = None, p
     transformer = transformer_module(model)
     if inference_mode_of(model) is not None:
         raise QueritInputError(f"model is already optimised (mode {inference_mode_of(model)!r})")
-    scorer = OpenVinoScorer.load(path, transformer.model.config, threads=threads, precision=precision)
+    hf = transformer.model
+    words = hf.get_input_embeddings() if hasattr(hf, "get_input_embeddings") else None
+    scorer = OpenVinoScorer.load(path, hf.config, threads=threads, precision=precision, word_embeddings=words)
     model.eval()
     transformer.model = scorer
     set_inference_mode(model, "openvino-int8" if "int8" in scorer.label else "openvino")
@@ -158,6 +182,13 @@ def calibration_batches(model: Any, transformer: Any, pairs: Any, batch_size: in
     return recorder.batches
 
 
+def _graph_feed(names: list[str], batch: dict[str, Any], words: nn.Module) -> dict[str, Any]:
+    """A recorded feature batch (:func:`calibration_batches`) as the graph's inputs ``names``."""
+    ids = torch.from_numpy(batch["input_ids"])
+    return numpy_feed(names, ids, torch.from_numpy(batch["attention_mask"]), torch.from_numpy(batch["token_type_ids"]),
+                      words)
+
+
 def _ov_matmuls(ov_model: Any, packed: PackedBertScorer, names: list[str]) -> list[str]:
     """Friendly names of the OpenVINO MatMuls whose constant weight is one of ``packed``'s linears ``names``."""
     import numpy as np
@@ -188,6 +219,25 @@ def _overflow_fix(features: dict[str, Any]) -> Any:
     return OverflowFix.FIRST_LAYER if features["avx512_vnni"] or features["avx_vnni"] or features["amx"] else OverflowFix.ENABLE
 
 
+def convert_openvino(packed: PackedBertScorer) -> Any:
+    """The packed forward as an OpenVINO model, converted in memory from PyTorch (``openvino.convert_model``; no ONNX
+    file in between: ~80 MB less peak memory on the compact student), from the word-embedding rows on
+    (``inputs_embeds``, as the ONNX graphs), dynamic batch and length."""
+    import openvino as ov
+
+    embeds, mask, types = example_inputs(packed)
+    hidden = int(embeds.shape[-1])
+    packed.exporting = True
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            return ov.convert_model(score_only(packed), example_input=(embeds, mask, types),
+                                    input=[ov.PartialShape([-1, -1, hidden]), ov.PartialShape([-1, -1]),
+                                           ov.PartialShape([-1, -1])])
+    finally:
+        packed.exporting = False
+
+
 def openvino_scorer(
     packed: PackedBertScorer,
     int8: bool,
@@ -197,43 +247,43 @@ def openvino_scorer(
     dynamic_group: int | None = None,
     precision: str | None = None,
 ) -> OpenVinoScorer:
-    """The packed forward exported to ONNX, read by OpenVINO; for int8, NNCF: calibrated static int8 of the
+    """The packed forward converted to OpenVINO (:func:`convert_openvino`); for int8, NNCF: calibrated static int8 of the
     encoder matmuls (``calibration`` batches) or int8 weights with OpenVINO's runtime activation quantisation."""
-    import openvino as ov
+    ov_model = convert_openvino(packed)
+    words = packed.word_embeddings
+    names = [i.get_any_name() for i in ov_model.inputs]
+    if not int8:
+        return OpenVinoScorer(ov_model, packed.config, threads=threads, precision=precision, label="openvino",
+                              word_embeddings=words)
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
-    with tempfile.TemporaryDirectory(prefix="querit_ov_") as tmp:
-        path = Path(tmp) / "model.onnx"
-        export_onnx(packed, path)
-        ov_model = ov.Core().read_model(str(path))
-        if not int8:
-            return OpenVinoScorer(ov_model, packed.config, threads=threads, precision=precision, label="openvino")
-        import nncf
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-
-        quantise = encoder_linear_names(packed, packed=True, skip=skip)
-        others = [n for n, m in packed.named_modules() if isinstance(m, nn.Linear) and n not in quantise]
-        keep_names = _ov_matmuls(ov_model, packed, others)  # pooler, head, [CLS]-only matmuls, keep_fp32 kinds
-        if quantise and not _ov_matmuls(ov_model, packed, quantise):
-            raise RuntimeError("found no encoder MatMul to quantise in the OpenVINO graph")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            nncf_log = logging.getLogger("nncf")
-            level = nncf_log.level
-            nncf_log.setLevel(logging.ERROR)
-            try:
-                if calibration:
-                    # Gemm nodes (pooler, head) are not MatMuls: ignore them by type as well
-                    scope = nncf.IgnoredScope(names=keep_names, validate=False)
-                    ov_model = nncf.quantize(
-                        ov_model, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
-                        preset=nncf.QuantizationPreset.MIXED, subset_size=len(calibration), ignored_scope=scope,
-                        advanced_parameters=AdvancedQuantizationParameters(overflow_fix=_overflow_fix(cpu_features())),
-                    )
-                    label, group = "openvino-int8-static", None
-                else:
-                    scope = nncf.IgnoredScope(names=keep_names, validate=False)
-                    ov_model = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_SYM, ignored_scope=scope)
-                    label, group = "openvino-int8-dynamic", DEFAULT_OV_DQ_GROUP if dynamic_group is None else dynamic_group
-            finally:
-                nncf_log.setLevel(level)
-        return OpenVinoScorer(ov_model, packed.config, threads=threads, precision=precision, dynamic_group=group, label=label)
+    quantise = encoder_linear_names(packed, packed=True, skip=skip)
+    others = [n for n, m in packed.named_modules() if isinstance(m, nn.Linear) and n not in quantise]
+    keep_names = _ov_matmuls(ov_model, packed, others)  # pooler, head, [CLS]-only matmuls, keep_fp32 kinds
+    if quantise and not _ov_matmuls(ov_model, packed, quantise):
+        raise RuntimeError("found no encoder MatMul to quantise in the OpenVINO graph")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nncf_log = logging.getLogger("nncf")
+        level = nncf_log.level
+        nncf_log.setLevel(logging.ERROR)
+        try:
+            if calibration:
+                # Gemm nodes (pooler, head) are not MatMuls: ignore them by type as well
+                scope = nncf.IgnoredScope(names=keep_names, validate=False)
+                ov_model = nncf.quantize(
+                    ov_model, nncf.Dataset(calibration, lambda b: _graph_feed(names, b, words)),
+                    model_type=nncf.ModelType.TRANSFORMER,
+                    preset=nncf.QuantizationPreset.MIXED, subset_size=len(calibration), ignored_scope=scope,
+                    advanced_parameters=AdvancedQuantizationParameters(overflow_fix=_overflow_fix(cpu_features())),
+                )
+                label, group = "openvino-int8-static", None
+            else:
+                scope = nncf.IgnoredScope(names=keep_names, validate=False)
+                ov_model = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_SYM, ignored_scope=scope)
+                label, group = "openvino-int8-dynamic", DEFAULT_OV_DQ_GROUP if dynamic_group is None else dynamic_group
+        finally:
+            nncf_log.setLevel(level)
+    return OpenVinoScorer(ov_model, packed.config, threads=threads, precision=precision, dynamic_group=group,
+                          label=label, word_embeddings=words)

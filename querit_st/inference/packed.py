@@ -123,16 +123,27 @@ class PackedBertScorer(nn.Module):
 
     def score(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        b, length = input_ids.shape
+        """The logits ``[batch, num_labels]``. ``inputs_embeds`` (``[batch, length, hidden]``: the word-embedding
+        rows of the tokens) stands in for ``input_ids``: the exported graphs take it, so the large vocabulary matrix
+        stays out of them (looked up once in torch instead of copied into every runtime)."""
+        if inputs_embeds is not None:
+            b, length = inputs_embeds.shape[:2]
+            shape_like = inputs_embeds[..., 0].long()
+        elif input_ids is not None:
+            b, length = input_ids.shape
+            shape_like = input_ids
+        else:
+            raise QueritInputError("score needs input_ids or inputs_embeds")
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            attention_mask = torch.ones_like(shape_like)
         if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
+            token_type_ids = torch.zeros_like(shape_like)
         if position_ids is None:  # 0 at each sequence's first real token: arange for right padding (as HF), and
             # also right for left padding (where HF's BERT would shift positions and pool a pad token)
             position_ids = (torch.cumsum((attention_mask > 0).long(), 1) - 1).clamp(min=0)
@@ -147,13 +158,19 @@ class PackedBertScorer(nn.Module):
             spread = (torch.cumsum(flat.long(), 0) - 1).clamp(min=0)
             lengths = real.sum(1)
             starts = torch.cumsum(lengths, 0) - lengths  # packed row of each sequence's first real token ([CLS])
-            ids, types, pos = (t.reshape(-1)[keep] for t in (input_ids, token_type_ids, position_ids))
+            types, pos = (t.reshape(-1)[keep] for t in (token_type_ids, position_ids))
         else:  # every row of the padded batch; [CLS] is each sequence's first real token
             keep = None
-            starts = torch.arange(b, device=input_ids.device) * length + torch.argmax(real.to(torch.int32), 1)
-            ids, types, pos = input_ids.reshape(-1), token_type_ids.reshape(-1), position_ids.reshape(-1)
+            starts = torch.arange(b, device=attention_mask.device) * length + torch.argmax(real.to(torch.int32), 1)
+            types, pos = token_type_ids.reshape(-1), position_ids.reshape(-1)
+        if inputs_embeds is not None:
+            words = inputs_embeds.reshape(b * length, -1)
+            words = words if keep is None else words[keep]
+        else:
+            ids = input_ids.reshape(-1)
+            words = self.word_embeddings(ids if keep is None else ids[keep])
 
-        x = self.word_embeddings(ids) + self.token_type_embeddings(types) + self.position_embeddings(pos)
+        x = words + self.token_type_embeddings(types) + self.position_embeddings(pos)
         x = self.ln_emb(x)
         n_layers = len(self.layers)
         lin = self._linear

@@ -58,6 +58,9 @@ class TrainSpec:
     max_steps: int = -1
     batch_size: int = field(default=4, metadata=_min(1))
     learning_rate: float = field(default=3e-5, metadata=_min(0.0, exclusive=True))
+    # the scoring head (pooler + classifier, fresh in stage 1) at its own rate: a larger one shortens the loss plateau
+    # a fresh head starts on (sentence-transformers' learning_rate_mapping); None: learning_rate
+    head_learning_rate: float | None = field(default=None, metadata=_min(0.0, exclusive=True))
     warmup_ratio: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
     weight_decay: float = field(default=0.01, metadata=_min(0.0))
     save_steps: int = field(default=200, metadata=_min(1))

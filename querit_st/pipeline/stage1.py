@@ -132,6 +132,8 @@ def stage1_key(cfg: PipelineConfig) -> dict[str, Any]:
     if pretrain.get("dev_split") is None:
         pretrain.pop("dev_split", None)  # keeps earlier cache keys
     train = pretrain["train"]
+    if train.get("head_learning_rate") is None:
+        train.pop("head_learning_rate", None)  # keeps earlier cache keys
     if train.get("fast") == "auto":
         train.pop("fast")  # the fast path is the same function of the model: it does not change the key
     return {"backbone": cfg.backbone, "retriever": cfg.retriever, "max_length": cfg.max_length,

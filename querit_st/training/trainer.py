@@ -36,6 +36,11 @@ def freeze_word_embeddings(model: Any) -> int:
     return n
 
 
+#: Parameter names of the scoring head (BERT's pooler and classifier, XLM-R's classifier.dense / out_proj), for
+#: ``TrainSpec.head_learning_rate`` through sentence-transformers' ``learning_rate_mapping`` (regex search).
+HEAD_PARAMETERS = r"(^|\.)(classifier|pooler)\."
+
+
 def _pairs_per_row(dataset: Any) -> float:
     cols = dataset.column_names
     for c in cols:
@@ -108,6 +113,8 @@ def train_model(
         prompts=prompt or None,
         dataloader_drop_last=False,
         disable_tqdm=not tty,
+        **({"learning_rate_mapping": {HEAD_PARAMETERS: spec.head_learning_rate}}
+           if getattr(spec, "head_learning_rate", None) else {}),
         **({"eval_strategy": "steps", "eval_steps": spec.save_steps} if evaluator is not None else {}),
         **({"load_best_model_at_end": True, "metric_for_best_model": f"eval_{best_metric}", "greater_is_better": True}
            if evaluator is not None and best_metric else {}),
@@ -136,6 +143,7 @@ def train_model(
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "learning_rate": spec.learning_rate,
+        "head_learning_rate": getattr(spec, "head_learning_rate", None),
         "batch_size": spec.batch_size,
         "world_size": args.world_size,
         "seed": seed,
