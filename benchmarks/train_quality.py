@@ -4,7 +4,7 @@ qrels of the given targets, with a paired test over the queries, and both loss c
 
     python benchmarks/train_quality.py --config examples/configs/demo.yaml --targets xquad-r-de vaswani
 
-Writes ``benchmarks/results/train_quality.json`` and copies its summary into ``speed_train.json`` under
+Writes ``--output`` (``benchmarks/results/train_quality.json``) and copies its summary into ``--speed-json`` under
 ``train.quality``. Resumable: each run trains into ``--work/<mode>`` and a finished one is reused.
 """
 
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=os.environ.get("QUERIT_DATA", str(ROOT.parent / "shared" / "data")))
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "train_quality")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--output", type=Path, default=RESULTS / "train_quality.json")
+    p.add_argument("--speed-json", type=Path, default=RESULTS / "speed_train.json",
+                   help="the speed_train.py results (of this CPU kind) that get the summary under train.quality")
     args = p.parse_args(argv)
 
     from querit_st.cli import parse_overrides
@@ -96,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         "within_half_point": all(abs(v["delta_points"]) <= 0.5 for c in compare.values() for v in c.values()),
         "runs": runs,
     }
-    atomic_write_json(RESULTS / "train_quality.json", summary)
-    speed = RESULTS / "speed_train.json"
+    atomic_write_json(args.output, summary)
+    speed = args.speed_json
     if speed.is_file():
         doc = json.loads(speed.read_text())
         doc.setdefault("train", {})["quality"] = {k: summary[k] for k in ("command", "date", "speedup_train_seconds",
