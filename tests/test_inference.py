@@ -374,3 +374,25 @@ def test_exported_graph_leaves_the_vocabulary_matrix_in_torch(tiny_cross_encoder
     vocab = tuple(hf.get_input_embeddings().weight.shape)
     shapes = [numpy_helper.to_array(t).shape for t in graph.initializer]
     assert shapes and vocab not in shapes and (vocab[1], vocab[0]) not in shapes
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="onnxruntime / onnx not installed")
+@pytest.mark.parametrize("mode", ["onnx", "openvino"])
+def test_runtime_calls_in_row_slices_give_the_same_scores(mode, tiny_cross_encoder_dir, tiny_reference):
+    """The runtimes score a batch in slices of at most ``max_tokens`` padded tokens (bounded buffers): the same
+    scores as whole batches, and the slices cover every row once."""
+    from querit_st.inference.onnx import sliced_feeds
+
+    _skip_without_ort(mode)
+    pairs, ref = tiny_reference
+    extra = {"precision": "f32"} if mode == "openvino" else {}
+    model = optimize_for_inference(_tiny_model(tiny_cross_encoder_dir), mode, **extra)
+    whole = model[0].model
+    whole.max_tokens = None
+    want = _scores(model, pairs)
+    whole.max_tokens = 40  # a few rows per call
+    np.testing.assert_allclose(_scores(model, pairs), want, rtol=1e-5, atol=1e-6)
+    ids = torch.arange(7 * 20).reshape(7, 20) % 50
+    feeds = sliced_feeds(["input_ids", "attention_mask"], ids, None, None, max_tokens=40)
+    assert [f["input_ids"].shape[0] for f in feeds] == [2, 2, 2, 1]
+    assert np.array_equal(np.concatenate([f["input_ids"] for f in feeds]), ids.numpy())

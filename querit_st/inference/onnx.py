@@ -17,7 +17,8 @@ from querit_st.inference.packed import PackedBertScorer
 from querit_st.inference.quantize import encoder_linear_names
 from querit_st.utils import QueritInputError
 
-__all__ = ["EMBEDS", "OnnxScorer", "example_inputs", "export_onnx", "numpy_feed", "onnx_scorer", "score_only"]
+__all__ = ["DEFAULT_MAX_TOKENS", "EMBEDS", "OnnxScorer", "example_inputs", "export_onnx", "numpy_feed", "onnx_scorer",
+           "score_only", "sliced_feeds"]
 
 
 #: The graph input that replaces ``input_ids`` in exported graphs: the tokens' word-embedding rows, looked up in
@@ -49,14 +50,45 @@ def numpy_feed(
     return out
 
 
+#: Padded tokens per runtime call (:func:`sliced_feeds`): a batch of 32 pairs of 128 tokens goes in 8 calls. Runtimes
+#: keep the buffers of the largest call they have seen, so this bounds resident memory (OpenVINO, AVX2, compact
+#: student: whole batches 1,310 MB, 1,024 tokens 1,190, 512 tokens 1,171; ``benchmarks/speed.py`` peak RSS).
+DEFAULT_MAX_TOKENS = 512
+
+
+def sliced_feeds(
+    names: list[str],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    token_type_ids: torch.Tensor | None,
+    word_embeddings: nn.Module | None = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+) -> list[dict[str, Any]]:
+    """:func:`numpy_feed` for row slices of the batch of at most ``max_tokens`` padded tokens each (``None``: one)."""
+    rows, length = input_ids.shape
+    step = rows if not max_tokens else max(1, max_tokens // max(1, length))
+
+    def part(t: torch.Tensor | None, i: int) -> torch.Tensor | None:
+        return None if t is None else t[i: i + step]
+
+    return [numpy_feed(names, input_ids[i: i + step], part(attention_mask, i), part(token_type_ids, i), word_embeddings)
+            for i in range(0, rows, step)]
+
+
+def _cat(outs: list[torch.Tensor]) -> torch.Tensor:
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
 class OnnxScorer(nn.Module):
     """An ONNX Runtime session behind the ``transformer.model`` interface (``model(**features) -> {"logits"}``);
-    ``word_embeddings`` looks up the graph's :data:`EMBEDS` input."""
+    ``word_embeddings`` looks up the graph's :data:`EMBEDS` input; ``max_tokens``: padded tokens per call
+    (:func:`sliced_feeds`)."""
 
     def __init__(self, model_bytes: bytes, config: Any, *, threads: int | None = None, label: str = "onnx",
-                 word_embeddings: nn.Module | None = None) -> None:
+                 word_embeddings: nn.Module | None = None, max_tokens: int | None = DEFAULT_MAX_TOKENS) -> None:
         super().__init__()
         self.word_embeddings = word_embeddings
+        self.max_tokens = max_tokens
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -76,9 +108,9 @@ class OnnxScorer(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
-        feed = numpy_feed(self.input_names, input_ids, attention_mask, token_type_ids, self.word_embeddings)
-        out = self.session.run(None, feed)[0]
-        return {"logits": torch.from_numpy(out)}
+        feeds = sliced_feeds(self.input_names, input_ids, attention_mask, token_type_ids, self.word_embeddings,
+                             self.max_tokens)
+        return {"logits": _cat([torch.from_numpy(self.session.run(None, f)[0]) for f in feeds])}
 
     def __deepcopy__(self, memo: dict) -> OnnxScorer:  # sessions cannot be pickled; share them
         return self

@@ -16,24 +16,19 @@ import torch
 from torch import nn
 
 from querit_st.inference.attach import inference_mode_of, set_inference_mode, transformer_module
-from querit_st.inference.onnx import example_inputs, numpy_feed, score_only
+from querit_st.inference.onnx import DEFAULT_MAX_TOKENS, example_inputs, numpy_feed, score_only, sliced_feeds
 from querit_st.inference.packed import PackedBertScorer
 from querit_st.inference.quantize import encoder_linear_names
 from querit_st.utils import QueritInputError
 from querit_st.utils.machine import cpu_features
 
-__all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_OV_DQ_GROUP", "OpenVinoScorer", "calibration_batches", "convert_openvino", "load_openvino",
+__all__ = ["DEFAULT_OV_DQ_GROUP", "OpenVinoScorer", "calibration_batches", "convert_openvino", "load_openvino",
            "openvino_scorer"]
 
 #: OpenVINO's dynamic activation quantisation group (values along the reduction axis that share one scale) for
 #: ``"openvino-int8"`` without calibration data: 64 kept Spearman >= 0.995 against fp32 on the untrained MiniLM
 #: head; larger groups are a few % faster and less exact (128: ~0.992, a whole row: ~0.976).
 DEFAULT_OV_DQ_GROUP = 64
-
-#: Padded tokens per OpenVINO inference call (:class:`OpenVinoScorer`): a batch of 32 pairs of 128 tokens goes in 8
-#: calls. OpenVINO keeps the buffers of the largest call, so this bounds resident memory; set from
-#: ``benchmarks/speed.py`` peak-RSS measurements.
-DEFAULT_MAX_TOKENS = 512
 
 
 class OpenVinoScorer(nn.Module):
@@ -88,15 +83,9 @@ class OpenVinoScorer(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
-        rows = input_ids.shape[0]
-        step = rows if not self.max_tokens else max(1, self.max_tokens // max(1, input_ids.shape[1]))
-        outs = []
-        for i in range(0, rows, step):
-            part = slice(i, i + step)
-            feed = numpy_feed(self.input_names, input_ids[part],
-                              None if attention_mask is None else attention_mask[part],
-                              None if token_type_ids is None else token_type_ids[part], self.word_embeddings)
-            outs.append(torch.from_numpy(self.request.infer(feed)[self.compiled.outputs[0]].copy()))
+        feeds = sliced_feeds(self.input_names, input_ids, attention_mask, token_type_ids, self.word_embeddings,
+                             self.max_tokens)
+        outs = [torch.from_numpy(self.request.infer(f)[self.compiled.outputs[0]].copy()) for f in feeds]
         return {"logits": outs[0] if len(outs) == 1 else torch.cat(outs)}
 
     def save(self, path: str | Path) -> Path:
