@@ -376,7 +376,6 @@ def test_exported_graph_leaves_the_vocabulary_matrix_in_torch(tiny_cross_encoder
     assert shapes and vocab not in shapes and (vocab[1], vocab[0]) not in shapes
 
 
-@pytest.mark.skipif(not HAS_ORT, reason="onnxruntime / onnx not installed")
 @pytest.mark.parametrize("mode", ["onnx", "openvino"])
 def test_runtime_calls_in_row_slices_give_the_same_scores(mode, tiny_cross_encoder_dir, tiny_reference):
     """The runtimes score a batch in slices of at most ``max_tokens`` padded tokens (bounded buffers): the same

@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,7 +20,7 @@ from querit_st.inference.quantize import encoder_linear_names
 from querit_st.utils import QueritInputError
 
 __all__ = ["DEFAULT_MAX_TOKENS", "EMBEDS", "OnnxScorer", "example_inputs", "export_onnx", "numpy_feed", "onnx_scorer",
-           "score_only", "sliced_feeds"]
+           "score_in_slices", "score_only", "sliced_feeds"]
 
 
 #: The graph input that replaces ``input_ids`` in exported graphs: the tokens' word-embedding rows, looked up in
@@ -75,7 +77,19 @@ def sliced_feeds(
             for i in range(0, rows, step)]
 
 
-def _cat(outs: list[torch.Tensor]) -> torch.Tensor:
+def score_in_slices(
+    run: Callable[[dict[str, Any]], Any],
+    names: list[str],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    token_type_ids: torch.Tensor | None,
+    word_embeddings: nn.Module | None,
+    max_tokens: int | None,
+) -> torch.Tensor:
+    """The logits of a batch scored by a runtime in :func:`sliced_feeds` calls (``run``: feed -> numpy logits),
+    concatenated in row order: what :class:`OnnxScorer` and the OpenVINO scorer both do."""
+    feeds = sliced_feeds(names, input_ids, attention_mask, token_type_ids, word_embeddings, max_tokens)
+    outs = [torch.from_numpy(np.array(run(f), copy=True)) for f in feeds]
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
@@ -108,9 +122,9 @@ class OnnxScorer(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
-        feeds = sliced_feeds(self.input_names, input_ids, attention_mask, token_type_ids, self.word_embeddings,
-                             self.max_tokens)
-        return {"logits": _cat([torch.from_numpy(self.session.run(None, f)[0]) for f in feeds])}
+        logits = score_in_slices(lambda f: self.session.run(None, f)[0], self.input_names, input_ids, attention_mask,
+                                 token_type_ids, self.word_embeddings, self.max_tokens)
+        return {"logits": logits}
 
     def __deepcopy__(self, memo: dict) -> OnnxScorer:  # sessions cannot be pickled; share them
         return self

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from querit_st.inference.attach import inference_mode_of, set_inference_mode, transformer_module
-from querit_st.inference.onnx import DEFAULT_MAX_TOKENS, example_inputs, numpy_feed, score_only, sliced_feeds
+from querit_st.inference.onnx import DEFAULT_MAX_TOKENS, example_inputs, numpy_feed, score_in_slices, score_only
 from querit_st.inference.packed import PackedBertScorer
 from querit_st.inference.quantize import encoder_linear_names
 from querit_st.utils import QueritInputError
@@ -83,10 +83,10 @@ class OpenVinoScorer(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
-        feeds = sliced_feeds(self.input_names, input_ids, attention_mask, token_type_ids, self.word_embeddings,
-                             self.max_tokens)
-        outs = [torch.from_numpy(self.request.infer(f)[self.compiled.outputs[0]].copy()) for f in feeds]
-        return {"logits": outs[0] if len(outs) == 1 else torch.cat(outs)}
+        output = self.compiled.outputs[0]
+        logits = score_in_slices(lambda f: self.request.infer(f)[output], self.input_names, input_ids, attention_mask,
+                                 token_type_ids, self.word_embeddings, self.max_tokens)
+        return {"logits": logits}
 
     def save(self, path: str | Path) -> Path:
         """Write the (possibly quantised) OpenVINO IR (``.xml`` + ``.bin``); reload with :meth:`load`: the export

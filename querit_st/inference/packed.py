@@ -132,18 +132,14 @@ class PackedBertScorer(nn.Module):
         """The logits ``[batch, num_labels]``. ``inputs_embeds`` (``[batch, length, hidden]``: the word-embedding
         rows of the tokens) stands in for ``input_ids``: the exported graphs take it, so the large vocabulary matrix
         stays out of them (looked up once in torch instead of copied into every runtime)."""
-        if inputs_embeds is not None:
-            b, length = inputs_embeds.shape[:2]
-            shape_like = inputs_embeds[..., 0].long()
-        elif input_ids is not None:
-            b, length = input_ids.shape
-            shape_like = input_ids
-        else:
+        given = inputs_embeds if inputs_embeds is not None else input_ids
+        if given is None:
             raise QueritInputError("score needs input_ids or inputs_embeds")
+        b, length = given.shape[:2]
         if attention_mask is None:
-            attention_mask = torch.ones_like(shape_like)
+            attention_mask = torch.ones(b, length, dtype=torch.long, device=given.device)
         if token_type_ids is None:
-            token_type_ids = torch.zeros_like(shape_like)
+            token_type_ids = torch.zeros(b, length, dtype=torch.long, device=given.device)
         if position_ids is None:  # 0 at each sequence's first real token: arange for right padding (as HF), and
             # also right for left padding (where HF's BERT would shift positions and pool a pad token)
             position_ids = (torch.cumsum((attention_mask > 0).long(), 1) - 1).clamp(min=0)
