@@ -53,8 +53,9 @@ def numpy_feed(
 
 
 #: Padded tokens per runtime call (:func:`sliced_feeds`): a batch of 32 pairs of 128 tokens goes in 8 calls. Runtimes
-#: keep the buffers of the largest call they have seen, so this bounds resident memory (OpenVINO, AVX2, compact
-#: student: whole batches 1,310 MB, 1,024 tokens 1,190, 512 tokens 1,171; ``benchmarks/speed.py`` peak RSS).
+#: keep the buffers of the largest call they have seen, so this bounds resident memory (``benchmarks/speed.py`` peak
+#: RSS, AVX2, 6-layer e5-small student: OpenVINO 1,220 MB with 1,024-token calls, 1,196 with 512; ONNX Runtime
+#: 1,380 with whole batches, 1,157 with 512).
 DEFAULT_MAX_TOKENS = 512
 
 
