@@ -54,7 +54,7 @@ def numpy_feed(
 
 #: Padded tokens per runtime call (:func:`sliced_feeds`): a batch of 32 pairs of 128 tokens goes in 8 calls. Runtimes
 #: keep the buffers of the largest call they have seen, so this bounds resident memory (``benchmarks/speed.py`` peak
-#: RSS, AVX2, 6-layer e5-small student: OpenVINO 1,220 MB with 1,024-token calls, 1,196 with 512; ONNX Runtime
+#: RSS, AVX2, 6-layer e5-small student: OpenVINO 1,224 MB with 1,024-token calls, 1,196 with 512; ONNX Runtime
 #: 1,380 with whole batches, 1,157 with 512).
 DEFAULT_MAX_TOKENS = 512
 
