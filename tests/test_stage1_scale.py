@@ -33,3 +33,45 @@ def test_stage1_scale_config_names_every_stage1_set(shared_data):
                          if (p / "qrels" / "dev.tsv").is_file() and not (p / "qrels" / "test.tsv").is_file())
     assert stage1_sets and set(stage1_sets) <= set(cfg.pretrain.datasets)
     assert cfg.pretrain.dev_split == "dev" and cfg.retriever == "multilingual-e5-small"
+
+
+def test_labelling_resumes_at_the_first_unfinished_dataset(tiny_config, tmp_path, monkeypatch):
+    """Each dataset's lists are on disk once labelled: a run killed in the second dataset relabels only that one,
+    and ends with the same rows as an uninterrupted run (each dataset samples from its own generator)."""
+    import dataclasses
+
+    import pytest
+
+    from querit_st.pipeline import stage1
+
+    values = yaml.safe_load(tiny_config.read_text())
+    values["pretrain"].update({"datasets": ["tydi-sw", "arcd-ar"], "max_queries_per_dataset": 6})
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(values))
+    cfg = load_config(path)
+    whole = stage1.labelled_lists(cfg).to_dict()
+    only_second = stage1.labelled_lists(dataclasses.replace(
+        cfg, pretrain=dataclasses.replace(cfg.pretrain, datasets=["arcd-ar"]))).to_dict()
+    assert set(only_second["query"]) <= set(whole["query"])
+
+    real, calls = stage1.label_dataset, []
+
+    def dies_in_arcd(cfg_, name, split):
+        calls.append(name)
+        if name == "arcd-ar":
+            raise KeyboardInterrupt  # the run is interrupted while labelling its second dataset
+        return real(cfg_, name, split)
+
+    monkeypatch.setattr(stage1, "label_dataset", dies_in_arcd)
+    with pytest.raises(KeyboardInterrupt):
+        stage1.labelled_lists(cfg, folder=tmp_path / "s1")
+    files = sorted(p.name for p in (tmp_path / "s1" / stage1.LABELLED_DIR).iterdir())
+    assert files == ["tydi-sw-train.parquet"]  # the finished dataset is kept, nothing partial of the other
+
+    monkeypatch.setattr(stage1, "label_dataset", lambda cfg_, name, split: calls.append(name) or real(cfg_, name, split))
+    resumed = stage1.labelled_lists(cfg, folder=tmp_path / "s1").to_dict()
+    assert calls == ["tydi-sw", "arcd-ar", "arcd-ar"]  # tydi-sw was read back, not labelled again
+    assert resumed == whole
+    by_query = dict(zip(whole["query"], zip(whole["documents"], whole["scores"])))
+    for q, d, s in zip(only_second["query"], only_second["documents"], only_second["scores"]):
+        assert by_query[q] == (d, s)  # arcd-ar's lists do not depend on labelling tydi-sw before it

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
 #: what a stage folder holds besides the fingerprint; all of it goes when the settings changed
-STAGE_OUTPUTS = ("model", "checkpoints", "mined", "adapter", "train_log.json")
+STAGE_OUTPUTS = ("model", "checkpoints", "mined", "labelled", "adapter", "train_log.json")
 
 
 @dataclass(frozen=True)

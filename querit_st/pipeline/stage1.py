@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,64 +17,108 @@ from querit_st.pipeline.config import PipelineConfig, check_backbone_layers
 from querit_st.pipeline.factories import build_retriever, build_teacher, corpus_language
 from querit_st.pipeline.fingerprint import stage_fingerprint, use_or_clear
 from querit_st.utils.progress import progress_line
-from querit_st.utils import cache_root, config_hash
+from querit_st.utils import atomic_write_bytes, cache_root, config_hash
 
 logger = logging.getLogger(__name__)
 
 
-def labelled_lists(cfg: PipelineConfig, split: str | None = None) -> Any:
+#: where a stage-1 folder keeps each dataset's labelled lists (one parquet file per dataset and split), so an
+#: interrupted run labels only the datasets it has not finished
+LABELLED_DIR = "labelled"
+
+
+def labelled_lists(cfg: PipelineConfig, split: str | None = None, folder: str | os.PathLike | None = None) -> Any:
     """Labelled ranking data -> listwise soft labels: retriever candidates, teacher scores, gold bonus.
 
     For each query of each ``pretrain.datasets`` split: the retriever's top ``top_k``; the teacher ensemble scores
     them (z-normalised per query); the ``num_candidates`` kept are the gold documents plus candidates sampled across
     teacher-score bins, gold documents labelled ``max(teacher) + gold_bonus`` (:func:`querit_st.mining.labelled_list`).
+    Each dataset samples from its own generator (seeded by the config's seed and the dataset's name), so a dataset's
+    lists do not depend on which datasets come before it.
+
+    ``folder``: each dataset's lists are written there (``labelled/<name>-<split>.parquet``, atomically) as soon as
+    they are done, and read back instead of relabelled on the next call: a killed run resumes at the first dataset it
+    had not finished. The caller owns the folder's validity (the stage-1 fingerprint clears it when settings change).
     """
     from datasets import Dataset
 
+    p = cfg.pretrain
+    split = split or p.split
+    rows: dict[str, list[Any]] = {"query": [], "documents": [], "scores": []}
+    t0 = time.perf_counter()
+    for n, name in enumerate(p.datasets, 1):
+        path = Path(folder) / LABELLED_DIR / f"{name}-{split}.parquet" if folder is not None else None
+        if path is not None and path.is_file():
+            part, how = read_lists(path), "read back"
+        else:
+            part, how = label_dataset(cfg, name, split), "labelled"
+            if path is not None:
+                write_lists(path, part)
+        for k in rows:
+            rows[k] += part[k]
+        elapsed = time.perf_counter() - t0
+        logger.info(progress_line("stage 1 labelling", n, len(p.datasets), n / elapsed, "datasets",
+                                  f"{name} ({split}): {len(part['query'])} lists {how}, {len(rows['query'])} in all"))
+    return Dataset.from_dict(rows).shuffle(seed=cfg.seed)
+
+
+def label_dataset(cfg: PipelineConfig, name: str, split: str) -> dict[str, list[Any]]:
+    """One dataset's labelled lists (``query``, ``documents``, ``scores`` columns): see :func:`labelled_lists`."""
     from querit_st.data import doc_text, load_beir
     from querit_st.mining import labelled_list
     from querit_st.retriever import candidate_pool
 
     p = cfg.pretrain
-    split = split or p.split
     retriever = build_retriever(cfg.retriever)
-    rows: dict[str, list[Any]] = {"query": [], "documents": [], "scores": []}
-    rng = np.random.default_rng(cfg.seed)
-    t0 = time.perf_counter()
-    for n, name in enumerate(p.datasets, 1):
-        data = load_beir(cfg.data_dir(name), split=split)
-        texts = {d: doc_text(v) for d, v in data.corpus.items()}
-        teacher = build_teacher(cfg.teachers, list(texts.values()), corpus_language(list(texts.values()), cfg.language))
-        queries = {q: data.queries[q] for q in data.qrels if q in data.queries}
-        if p.max_queries_per_dataset:
-            queries = dict(list(queries.items())[: p.max_queries_per_dataset])
-        retriever.index(data.corpus)
-        hits = retriever.search(queries, top_k=p.top_k)
-        pools: dict[str, tuple[list[str], int]] = {}
-        flat_q, flat_d, groups = [], [], []
-        for qid, q in queries.items():
-            gold = [d for d, s in data.qrels[qid].items() if s > 0 and d in texts]
-            pool = gold + candidate_pool(hits[qid], exclude=set(gold))
-            pools[qid] = (pool, len(gold))
-            flat_q += [q] * len(pool)
-            flat_d += [texts[d] for d in pool]
-            groups += [qid] * len(pool)
-        # one teacher call per dataset: every unique text is encoded once, scores z-normalised per query
-        flat_t = np.asarray(teacher.score(flat_q, flat_d, groups=groups) if hasattr(teacher, "teachers")
-                            else teacher.score(flat_q, flat_d), dtype=np.float64)
-        offset = 0
-        for qid, q in queries.items():
-            pool, ng = pools[qid]
-            keep, labels = labelled_list(flat_t[offset: offset + len(pool)], ng, p.num_candidates, rng,
-                                         gold_bonus=p.gold_bonus, num_bins=16)
-            offset += len(pool)
-            rows["query"].append(q)
-            rows["documents"].append([texts[pool[i]] for i in keep])
-            rows["scores"].append(labels)
-        elapsed = time.perf_counter() - t0
-        logger.info(progress_line("stage 1 labelling", n, len(p.datasets), n / elapsed, "datasets",
-                                  f"{name} ({split}): {len(queries)} lists, {len(rows['query'])} in all"))
-    return Dataset.from_dict(rows).shuffle(seed=cfg.seed)
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode("utf-8"))])
+    data = load_beir(cfg.data_dir(name), split=split)
+    texts = {d: doc_text(v) for d, v in data.corpus.items()}
+    teacher = build_teacher(cfg.teachers, list(texts.values()), corpus_language(list(texts.values()), cfg.language))
+    queries = {q: data.queries[q] for q in data.qrels if q in data.queries}
+    if p.max_queries_per_dataset:
+        queries = dict(list(queries.items())[: p.max_queries_per_dataset])
+    retriever.index(data.corpus)
+    hits = retriever.search(queries, top_k=p.top_k)
+    pools: dict[str, tuple[list[str], int]] = {}
+    flat_q, flat_d, groups = [], [], []
+    for qid, q in queries.items():
+        gold = [d for d, s in data.qrels[qid].items() if s > 0 and d in texts]
+        pool = gold + candidate_pool(hits[qid], exclude=set(gold))
+        pools[qid] = (pool, len(gold))
+        flat_q += [q] * len(pool)
+        flat_d += [texts[d] for d in pool]
+        groups += [qid] * len(pool)
+    # one teacher call per dataset: every unique text is encoded once, scores z-normalised per query
+    flat_t = np.asarray(teacher.score(flat_q, flat_d, groups=groups) if hasattr(teacher, "teachers")
+                        else teacher.score(flat_q, flat_d), dtype=np.float64)
+    part: dict[str, list[Any]] = {"query": [], "documents": [], "scores": []}
+    offset = 0
+    for qid, q in queries.items():
+        pool, ng = pools[qid]
+        keep, labels = labelled_list(flat_t[offset: offset + len(pool)], ng, p.num_candidates, rng,
+                                     gold_bonus=p.gold_bonus, num_bins=16)
+        offset += len(pool)
+        part["query"].append(q)
+        part["documents"].append([texts[pool[i]] for i in keep])
+        part["scores"].append([float(x) for x in labels])
+    return part
+
+
+def write_lists(path: Path, part: dict[str, list[Any]]) -> None:
+    """One dataset's labelled lists as a parquet file, written atomically (a kill leaves it whole or absent)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pydict(part), buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_lists(path: Path) -> dict[str, list[Any]]:
+    """The columns :func:`write_lists` wrote."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pydict()
 
 
 DEV_QUERIES_PER_DATASET = 30
@@ -118,9 +164,10 @@ def dev_evaluator(cfg: PipelineConfig) -> Any | None:
                                           always_rerank_positives=False)
 
 
-def pretrain_dataset(cfg: PipelineConfig) -> Any:
-    """The stage-1 training lists (the ``pretrain.split`` of every ``pretrain.datasets``): :func:`labelled_lists`."""
-    return labelled_lists(cfg)
+def pretrain_dataset(cfg: PipelineConfig, folder: str | os.PathLike | None = None) -> Any:
+    """The stage-1 training lists (the ``pretrain.split`` of every ``pretrain.datasets``): :func:`labelled_lists`
+    (each dataset's lists kept in ``folder`` when given)."""
+    return labelled_lists(cfg, folder=folder)
 
 
 def stage1_key(cfg: PipelineConfig) -> dict[str, Any]:
@@ -167,7 +214,7 @@ def pretrain(cfg: PipelineConfig, output_dir: str | os.PathLike | None = None, *
     out.mkdir(parents=True, exist_ok=True)
     fingerprint.write(out)  # first: an interrupted run resumes (same settings), a changed one starts afresh
     with main_process_first():
-        dataset = pretrain_dataset(cfg)
+        dataset = pretrain_dataset(cfg, out)
         evaluator = dev_evaluator(cfg)
     set_seed(cfg.seed)  # the fresh scoring head is drawn from the config's seed
     layers = check_backbone_layers(cfg.backbone_layers)  # a config built in code skips load_config
