@@ -68,7 +68,8 @@ def test_labelling_resumes_at_the_first_unfinished_dataset(tiny_config, tmp_path
     files = sorted(p.name for p in (tmp_path / "s1" / stage1.LABELLED_DIR).iterdir())
     assert files == ["tydi-sw-train.parquet"]  # the finished dataset is kept, nothing partial of the other
 
-    monkeypatch.setattr(stage1, "label_dataset", lambda cfg_, name, split: calls.append(name) or real(cfg_, name, split))
+    monkeypatch.setattr(stage1, "label_dataset",
+                        lambda cfg_, name, split: calls.append(name) or real(cfg_, name, split))
     resumed = stage1.labelled_lists(cfg, folder=tmp_path / "s1").to_dict()
     assert calls == ["tydi-sw", "arcd-ar", "arcd-ar"]  # tydi-sw was read back, not labelled again
     assert resumed == whole
