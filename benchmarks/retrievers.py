@@ -40,13 +40,10 @@ for name in args.retrievers:
                 cell["encode_and_search_s"] = round(time.perf_counter() - t0, 1)
                 per_query[(name, precision, ds)] = rep["per_query_nDCG@10"]["retriever"]
                 if precision != args.precisions[0]:
-                    from scipy.stats import ttest_rel
+                    from querit_st.evaluation import paired_p_value
 
-                    a, b = per_query[(name, args.precisions[0], ds)], per_query[(name, precision, ds)]
-                    keys = sorted(set(a) & set(b))
-                    same = all(a[k] == b[k] for k in keys)
-                    cell["p_paired_vs_" + args.precisions[0]] = 1.0 if same else float(
-                        ttest_rel([a[k] for k in keys], [b[k] for k in keys]).pvalue)
+                    cell["p_paired_vs_" + args.precisions[0]] = paired_p_value(
+                        per_query[(name, args.precisions[0], ds)], per_query[(name, precision, ds)])
             table.setdefault(row, {})[ds] = cell
             print(row, ds, cell, flush=True)
 print("| retriever | " + " | ".join(args.datasets) + " |\n" + "|---" * (len(args.datasets) + 1) + "|")

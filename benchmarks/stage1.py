@@ -1,6 +1,7 @@
 """Stage 1 at scale: its cost (wall time on this machine, lists, steps, pairs/s) and its quality (nDCG@10 on the
 stage-1 dev splits, which chose the checkpoint, and on the XQuAD-R test queries, never used for anything else),
-against the shared retriever alone.
+against the shared retriever alone (paired tests over all the targets' queries), and against other rerankers given
+with ``--compare NAME=MODEL`` (e.g. a smaller stage 1), evaluated in the same call.
 
     python benchmarks/stage1.py --config examples/configs/stage1_scale.yaml [--set pretrain.max_queries_per_dataset=300]
 
@@ -35,8 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=os.environ.get("QUERIT_DATA", str(ROOT.parent / "shared" / "data")))
     p.add_argument("--targets", nargs="+", default=XQUAD_R)
     p.add_argument("--top-k", type=int, default=20)
+    p.add_argument("--compare", nargs="+", default=[], metavar="NAME=MODEL",
+                   help="other rerankers (model folders) evaluated beside this stage 1, each with a paired test")
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "stage1_scale.json")
     args = p.parse_args(argv)
+    bad = [c for c in args.compare if "=" not in c or not Path(c.split("=", 1)[1]).is_dir()]
+    if bad:  # before stage 1 runs: a typo must not cost its hours
+        p.error(f"--compare {bad[0]!r}: expected NAME=MODEL_FOLDER with an existing model folder")
+    compare = dict(c.split("=", 1) for c in args.compare)
 
     from querit_st.cli import parse_overrides
     from querit_st.harness import run_beir_eval
@@ -53,11 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     log = json.loads((stage1_dir(cfg) / "train_log.json").read_text())
     pairs = log["rows"] * cfg.pretrain.num_candidates * max(1.0, float(cfg.pretrain.train.epochs))
-    report = run_beir_eval([str(Path(args.data_root) / t) for t in args.targets], cfg.retriever, [str(model)],
-                           names=["stage1"], top_k=args.top_k, fusion_weight=cfg.evaluate.fusion_weight)
-    per = {d["name"]: {s: d["results"][s]["nDCG@10"] for s in ("retriever", "stage1", "stage1 (no fusion)")}
-           for d in report["datasets"]}
-    mean = {s: sum(v[s] for v in per.values()) / len(per) for s in ("retriever", "stage1", "stage1 (no fusion)")}
+    report = run_beir_eval([str(Path(args.data_root) / t) for t in args.targets], cfg.retriever,
+                           [str(model), *compare.values()], names=["stage1", *compare], top_k=args.top_k,
+                           fusion_weight=cfg.evaluate.fusion_weight)
+    test = summarise_targets(report, ["stage1", *compare], args.top_k)
     out = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -67,17 +73,38 @@ def main(argv: list[str] | None = None) -> int:
                    "steps": log["steps"], "train_pairs_per_s": round(pairs / log["train_seconds"], 1),
                    "datasets": log.get("datasets"), "fast_path": log.get("fast_path"), "dev": log.get("dev"),
                    "reused_cache": wall < 0.5 * log["train_seconds"]},
-        "xquad_r_test": {"top_k": args.top_k, "retriever": cfg.retriever, "per_target": per, "mean": mean,
-                         "stage1_minus_retriever_points": {k: round(100 * (mean[k] - mean["retriever"]), 2)
-                                                           for k in ("stage1", "stage1 (no fusion)")}},
+        "test": {"targets": args.targets, "top_k": args.top_k, "retriever": cfg.retriever, **test},
     }
     atomic_write_json(args.output, out)
-    for t, v in per.items():
-        print(f"{t:12s} retriever {v['retriever']:.4f}  stage1 fused {v['stage1']:.4f}  alone {v['stage1 (no fusion)']:.4f}")
-    print(f"{'mean':12s} retriever {mean['retriever']:.4f}  stage1 fused {mean['stage1']:.4f}  "
-          f"alone {mean['stage1 (no fusion)']:.4f}")
+    systems = list(test["mean"])
+    print(f"{'target':12s} " + "  ".join(f"{x:>22s}" for x in systems))
+    for t, v in {**test["per_target"], "mean": test["mean"]}.items():
+        print(f"{t:12s} " + "  ".join(f"{v[x]:22.4f}" for x in systems))
+    for name, c in test["paired"].items():
+        print(f"{name}: {c['delta_points']:+.2f} points, paired p {c['p']:.2g} over {c['queries']} queries")
     print(f"written {args.output}")
     return 0
+
+
+def summarise_targets(report: dict, rerankers: list[str], top_k: int) -> dict:
+    """nDCG@10 per target and system (each reranker fused with the retriever and alone), the retriever's Recall@top_k
+    (every reranker's ceiling), the means over the targets, and paired t-tests over all the targets' queries: each
+    system against the retriever, and the first reranker (this stage 1) against each other one, fusion for fusion."""
+    from querit_st.evaluation import paired_p_value
+
+    systems = ["retriever"] + [f"{r}{v}" for r in rerankers for v in ("", " (no fusion)")]
+    per = {d["name"]: {**{x: d["results"][x]["nDCG@10"] for x in systems},
+                       f"retriever Recall@{top_k}": d["results"]["retriever"][f"Recall@{top_k}"]}
+           for d in report["datasets"]}
+    mean = {x: sum(v[x] for v in per.values()) / len(per) for x in next(iter(per.values()))}
+    pooled = {x: {(d["name"], q): s for d in report["datasets"] for q, s in d["per_query_nDCG@10"][x].items()}
+              for x in systems}
+    pairs = [(x, "retriever") for x in systems[1:]]
+    pairs += [(f"{rerankers[0]}{v}", f"{r}{v}") for r in rerankers[1:] for v in ("", " (no fusion)")]
+    paired = {f"{a} vs {b}": {"delta_points": round(100 * (mean[a] - mean[b]), 2),
+                              "p": paired_p_value(pooled[b], pooled[a]), "queries": len(pooled[a])}
+              for a, b in pairs}
+    return {"per_target": per, "mean": mean, "paired": paired}
 
 
 if __name__ == "__main__":

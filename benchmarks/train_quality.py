@@ -36,16 +36,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 MODES = ("off", "auto")
 
 
-def paired_p(a: dict[str, float], b: dict[str, float]) -> float:
-    """Two-sided paired t-test p-value over the shared queries (scipy)."""
-    from scipy.stats import ttest_rel
-
-    keys = sorted(set(a) & set(b))
-    if len(keys) < 2 or all(a[k] == b[k] for k in keys):
-        return 1.0
-    return float(ttest_rel([a[k] for k in keys], [b[k] for k in keys]).pvalue)
-
-
 def train_and_score(cfg: Any, folder: Path, targets: list[str], *, mode: str, seed: int) -> dict[str, Any]:
     """Stage 1 into ``folder`` (reused when finished), then its nDCG@10 on each target's test qrels."""
     from querit_st.pipeline import evaluate_models, pretrain
@@ -74,6 +64,8 @@ def compare_paths(off: list[dict[str, Any]], fast: list[dict[str, Any]], target:
     means in points, and a paired test over the queries' seed-averaged nDCG@10."""
     import numpy as np
 
+    from querit_st.evaluation import paired_p_value
+
     def side(runs: list[dict[str, Any]]) -> tuple[list[float], dict[str, float]]:
         scores = [r["targets"][target][key] for r in runs]
         per = [r["targets"][target]["per_query"][key] for r in runs]
@@ -85,7 +77,8 @@ def compare_paths(off: list[dict[str, Any]], fast: list[dict[str, Any]], target:
             "fp32_sd": float(np.std(a, ddof=1)) if len(a) > 1 else 0.0,
             "fast_sd": float(np.std(b, ddof=1)) if len(b) > 1 else 0.0,
             "fp32_per_seed": a, "fast_per_seed": b,
-            "delta_points": round(100 * (float(np.mean(b)) - float(np.mean(a))), 2), "p_paired": paired_p(pa, pb)}
+            "delta_points": round(100 * (float(np.mean(b)) - float(np.mean(a))), 2),
+            "p_paired": paired_p_value(pa, pb)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,17 @@ def per_query_ndcg(qrels: Mapping[str, Mapping[str, int]], results: Results, k: 
     return {q: v[f"ndcg_cut_{k}"] for q, v in ev.evaluate(full).items()}
 
 
+def paired_p_value(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """Two-sided paired t-test p-value of per-query scores over the queries both have (scipy's ``ttest_rel``);
+    1.0 when the scores are identical or fewer than two queries are shared."""
+    from scipy.stats import ttest_rel
+
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 2 or all(a[k] == b[k] for k in keys):
+        return 1.0
+    return float(ttest_rel([a[k] for k in keys], [b[k] for k in keys]).pvalue)
+
+
 def paired_stderr(a: Mapping[str, float], b: Mapping[str, float]) -> float:
     """Standard error of the mean per-query difference ``b - a``."""
     keys = sorted(set(a) & set(b))

@@ -163,3 +163,15 @@ def test_beir_name_offline_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "scifact").mkdir()
     (tmp_path / "scifact" / "corpus.jsonl").write_text('{"_id": "1", "text": "x"}\n')
     assert resolve_data("scifact", download_dir=tmp_path) == tmp_path / "scifact"
+
+
+def test_paired_p_value_over_shared_queries():
+    from scipy.stats import ttest_rel
+
+    from querit_st.evaluation import paired_p_value
+
+    a = {"q1": 0.2, "q2": 0.5, "q3": 0.9, "only-a": 1.0}
+    b = {"q1": 0.3, "q2": 0.7, "q3": 0.95, "only-b": 0.0}
+    assert paired_p_value(a, b) == pytest.approx(ttest_rel([0.2, 0.5, 0.9], [0.3, 0.7, 0.95]).pvalue)
+    assert paired_p_value(a, dict(a)) == 1.0  # identical scores: no difference to test
+    assert paired_p_value({"q1": 0.1}, {"q1": 0.9}) == 1.0  # one shared query is no test
