@@ -76,3 +76,52 @@ def test_labelling_resumes_at_the_first_unfinished_dataset(tiny_config, tmp_path
     by_query = dict(zip(whole["query"], zip(whole["documents"], whole["scores"])))
     for q, d, s in zip(only_second["query"], only_second["documents"], only_second["scores"]):
         assert by_query[q] == (d, s)  # arcd-ar's lists do not depend on labelling tydi-sw before it
+
+
+def test_larger_stage1_teacher_is_trained_once_and_scores_in_stage2(tiny_config, tmp_path):
+    """``{type: stage1, layers: n}``: stage 1 retrained with n backbone layers (cached apart from the student's stage
+    1, reused on the next call) scores as a stage-2 teacher; only stage1 teachers take ``layers``."""
+    import pytest
+
+    from querit_st.pipeline import adapt, build_teacher, stage1_teachers
+    from querit_st.utils import QueritInputError
+
+    values = yaml.safe_load(tiny_config.read_text())
+    values["teachers"].append({"type": "stage1", "layers": 1, "weight": 2.0})
+    path = tmp_path / "teacher.yaml"
+    path.write_text(yaml.safe_dump(values))
+    cfg = load_config(path)
+    student = pretrain(cfg)
+    larger = stage1_teachers(cfg)
+    assert set(larger) == {1} and larger[1] != student
+    assert json.loads((larger[1] / "config.json").read_text())["num_hidden_layers"] == 1
+    assert json.loads((student / "config.json").read_text())["num_hidden_layers"] == 2
+    stamp = (larger[1] / "model.safetensors").stat().st_mtime_ns
+    assert stage1_teachers(cfg) == larger and (larger[1] / "model.safetensors").stat().st_mtime_ns == stamp
+
+    texts = ["a physics abstract", "another text"]
+    ensemble = build_teacher(cfg.teachers, texts, stage1=student, larger_stage1=larger)
+    ce = [m for m in ensemble.teachers if type(m).__name__ == "CrossEncoderTeacher"]
+    assert len(ce) == 1 and ce[0].model.model.config.num_hidden_layers == 1
+    assert len(build_teacher(cfg.teachers, texts).teachers) == 2  # stage 1 and the baseline leave it out
+    with pytest.raises(QueritInputError, match="1-layer stage-1 model"):
+        build_teacher(cfg.teachers, texts, stage1=student)
+
+    out = adapt(cfg, "xquad-r-en", student, tmp_path / "adapt")
+    assert (out / "config.json").is_file()
+    fp = json.loads((tmp_path / "adapt" / "fingerprint.json").read_text())
+    kinds = [{k: t[k] for k in ("type", "layers")} for t in fp["settings"]["teachers"]]
+    assert {"type": "stage1", "layers": 1} in kinds
+
+    values["teachers"][0]["layers"] = 3  # an embedding teacher
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(QueritInputError, match=r"teachers\[0\].layers applies to stage1 teachers only"):
+        load_config(path)
+
+
+def test_teacher12_config_loads_with_a_12_layer_stage1_teacher():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "configs" / "teacher12.yaml")
+    assert cfg.backbone_layers == 6  # the deliverable stays compact
+    assert [t.layers for t in cfg.teachers if t.type == "stage1"] == [None, 12]

@@ -35,6 +35,9 @@ class TeacherSpec:
     ``languages``: use this member only for targets in these languages (names or ISO codes, e.g. ``[english]``
     for an English-only embedding model); ``None``: every language.
     ``inference``: ``cross-encoder`` / ``stage1`` members only: the :mod:`querit_st.inference` mode they score with.
+    ``layers``: ``stage1`` members only: a larger stage-1 model as the teacher, the same stage-1 data and settings
+    with this many backbone layers (e.g. 12, all of e5-small's: too slow to deploy, fine to label with; trained and
+    cached like stage 1, apart from it); ``None``: the stage-1 model the student starts from.
     """
 
     type: str = "embedding"
@@ -42,6 +45,7 @@ class TeacherSpec:
     weight: float = field(default=1.0, metadata=_min(0.0))
     languages: list[str] | None = None
     inference: str = "fp32"
+    layers: int | None = field(default=None, metadata=_min(1))
 
 
 TEACHER_TYPES = ("embedding", "bm25", "cross-encoder", "cross_encoder", "stage1")
@@ -335,6 +339,9 @@ def check_config(cfg: PipelineConfig) -> None:
             raise QueritInputError(f"config teachers[{i}].type = {t.type!r}: expected embedding, bm25, cross-encoder or stage1")
         if t.type in CROSS_ENCODER_TYPES and not t.model:
             raise QueritInputError(f"config teachers[{i}]: a {t.type} teacher needs a model")
+        if t.layers is not None and t.type != "stage1":
+            raise QueritInputError(f"config teachers[{i}].layers applies to stage1 teachers only, not to type "
+                                   f"{t.type!r}; leave it out")
         if t.inference != "fp32" and t.type != "stage1" and t.type not in CROSS_ENCODER_TYPES:
             raise QueritInputError(f"teachers[{i}].inference applies to cross-encoder and stage1 teachers only, "
                                    f"not to type {t.type!r}; leave it out")

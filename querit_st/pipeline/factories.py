@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from querit_st.pipeline.config import CROSS_ENCODER_TYPES, TeacherSpec
@@ -51,13 +52,15 @@ def _member_applies(spec: TeacherSpec, language: str) -> bool:
 
 
 def build_teacher(
-    specs: list[TeacherSpec], corpus_texts: list[str], language: str = "english", *, stage1: str | os.PathLike | None = None,
-    max_length: int | None = None,
+    specs: list[TeacherSpec], corpus_texts: list[str], language: str = "english", *,
+    stage1: str | os.PathLike | None = None, max_length: int | None = None,
+    larger_stage1: Mapping[int, str | os.PathLike] | None = None,
 ) -> Any:
     """The teacher ensemble (z-normalised per query, weighted sum) for one corpus.
 
     Members restricted to other ``languages`` are left out; ``stage1`` members only take part when the stage-1 model
-    is given (stage 2), so stage 1 and the baseline "teacher ensemble" use the off-the-shelf teachers alone.
+    is given (stage 2), so stage 1 and the baseline "teacher ensemble" use the off-the-shelf teachers alone. A
+    ``stage1`` member with ``layers`` scores with ``larger_stage1[layers]`` (:func:`querit_st.pipeline.stage1_teachers`).
     """
     from querit_st import teachers as T
 
@@ -67,7 +70,11 @@ def build_teacher(
             continue
         if spec.type == "stage1":
             if stage1 is not None:
-                members.append(T.CrossEncoderTeacher(str(stage1), batch_size=64, max_length=max_length,
+                model = stage1 if spec.layers is None else (larger_stage1 or {}).get(spec.layers)
+                if model is None:
+                    raise QueritInputError(f"no {spec.layers}-layer stage-1 model was given for the teacher "
+                                           f"{{type: stage1, layers: {spec.layers}}} (see pipeline.stage1_teachers)")
+                members.append(T.CrossEncoderTeacher(str(model), batch_size=64, max_length=max_length,
                                                      inference=spec.inference))
                 weights.append(spec.weight)
             continue

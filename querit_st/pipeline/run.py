@@ -12,7 +12,7 @@ from typing import Any
 from querit_st.pipeline.config import PipelineConfig, check_config
 from querit_st.pipeline.evaluate import evaluate_models, merge_checkpoints
 from querit_st.pipeline.report import bar_chart, results_table
-from querit_st.pipeline.stage1 import pretrain
+from querit_st.pipeline.stage1 import pretrain, stage1_teachers
 from querit_st.pipeline.stage2 import adapt, target_name
 from querit_st.utils import QueritInputError, atomic_write_json
 from querit_st.utils.machine import machine_info
@@ -78,6 +78,10 @@ def run_pipeline(
     t0 = time.perf_counter()
     stage1 = pretrain(cfg, resume=resume)
     timings["pretrain"] = time.perf_counter() - t0
+    if any(t.type == "stage1" and t.layers is not None for t in cfg.teachers):
+        t1 = time.perf_counter()
+        stage1_teachers(cfg, resume=resume)  # the larger stage-1 teachers, trained (or reused) once for every target
+        timings["pretrain-teachers"] = time.perf_counter() - t1
     adapted: list[Path] = []
     names: dict[str, Path] = {}
     for t in targets:

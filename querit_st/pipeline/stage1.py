@@ -189,6 +189,18 @@ def stage1_key(cfg: PipelineConfig) -> dict[str, Any]:
             "teachers": teachers, "pretrain": pretrain, "seed": cfg.seed}
 
 
+def stage1_teachers(cfg: PipelineConfig, *, resume: bool = True) -> dict[int, Path]:
+    """The larger stage-1 models that ``{type: stage1, layers: n}`` teachers score with, keyed by ``n``: stage 1
+    (:func:`pretrain`) on the same data and settings with ``n`` backbone layers, each cached by its own key, so the
+    first stage 2 trains it and every later one reuses it. Empty when no teacher asks for one."""
+    models: dict[int, Path] = {}
+    for spec in cfg.teachers:
+        if spec.type == "stage1" and spec.layers is not None and spec.layers not in models:
+            logger.info("stage-1 teacher with %d layers: %s", spec.layers, "training or reusing its cached model")
+            models[spec.layers] = pretrain(dataclasses.replace(cfg, backbone_layers=spec.layers), resume=resume)
+    return models
+
+
 def stage1_dir(cfg: PipelineConfig) -> Path:
     """The stage-1 cache folder, named by the hash of :func:`stage1_key`."""
     root = Path(cfg.stage1_cache) if cfg.stage1_cache else cache_root() / "stage1"

@@ -12,6 +12,7 @@ from typing import Any
 from querit_st.pipeline.config import PipelineConfig
 from querit_st.pipeline.factories import build_retriever, build_teacher, corpus_language
 from querit_st.pipeline.fingerprint import stage_fingerprint, use_or_clear
+from querit_st.pipeline.stage1 import stage1_teachers
 from querit_st.utils import QueritInputError, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ def adapt(
     texts = {d: doc_text(v) for d, v in corpus.items()}
     a = cfg.adapt
     language = corpus_language(list(texts.values()), cfg.language)
-    teacher = build_teacher(cfg.teachers, list(texts.values()), language, stage1=base, max_length=cfg.max_length)
+    teacher = build_teacher(cfg.teachers, list(texts.values()), language, stage1=base, max_length=cfg.max_length,
+                            larger_stage1=stage1_teachers(cfg, resume=resume))
     retriever = build_retriever(cfg.retriever)
     retriever.index(corpus)
     generator = make_query_generator(a.query_generator if isinstance(a.query_generator, (str, dict)) else "terms", seed=seed)
