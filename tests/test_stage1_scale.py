@@ -125,3 +125,15 @@ def test_teacher12_config_loads_with_a_12_layer_stage1_teacher():
     cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "configs" / "teacher12.yaml")
     assert cfg.backbone_layers == 6  # the deliverable stays compact
     assert [t.layers for t in cfg.teachers if t.type == "stage1"] == [None, 12]
+
+
+def test_pretrain_keeps_labelled_lists_and_resume_false_relabels(tiny_config, tmp_path, monkeypatch):
+    from querit_st.pipeline import stage1
+
+    cfg = load_config(tiny_config)
+    real, calls = stage1.label_dataset, []
+    monkeypatch.setattr(stage1, "label_dataset", lambda cfg_, name, split: calls.append(name) or real(cfg_, name, split))
+    pretrain(cfg, tmp_path / "s1")
+    assert calls == ["xquad-r-en"] and (tmp_path / "s1" / "labelled" / "xquad-r-en-train.parquet").is_file()
+    pretrain(cfg, tmp_path / "s1", resume=False)  # a fresh start labels again rather than reading the old lists
+    assert calls == ["xquad-r-en", "xquad-r-en"]

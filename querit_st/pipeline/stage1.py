@@ -6,6 +6,7 @@ import dataclasses
 import io
 import logging
 import os
+import shutil
 import time
 import zlib
 from pathlib import Path
@@ -216,7 +217,7 @@ def pretrain(cfg: PipelineConfig, output_dir: str | os.PathLike | None = None, *
     from transformers import set_seed
 
     from querit_st.cross_encoder import QueritCrossEncoder
-    from querit_st.training import main_process_first, train_model
+    from querit_st.training import is_main_process, main_process_first, train_model
 
     out = Path(output_dir) if output_dir else stage1_dir(cfg)
     fingerprint = stage_fingerprint("pretrain", stage1_key(cfg))
@@ -226,6 +227,8 @@ def pretrain(cfg: PipelineConfig, output_dir: str | os.PathLike | None = None, *
     out.mkdir(parents=True, exist_ok=True)
     fingerprint.write(out)  # first: an interrupted run resumes (same settings), a changed one starts afresh
     with main_process_first():
+        if not resume and is_main_process():
+            shutil.rmtree(out / LABELLED_DIR, ignore_errors=True)  # resume=False: every dataset labelled afresh
         dataset = pretrain_dataset(cfg, out)
         evaluator = dev_evaluator(cfg)
     set_seed(cfg.seed)  # the fresh scoring head is drawn from the config's seed
