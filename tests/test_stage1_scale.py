@@ -132,7 +132,8 @@ def test_pretrain_keeps_labelled_lists_and_resume_false_relabels(tiny_config, tm
 
     cfg = load_config(tiny_config)
     real, calls = stage1.label_dataset, []
-    monkeypatch.setattr(stage1, "label_dataset", lambda cfg_, name, split: calls.append(name) or real(cfg_, name, split))
+    monkeypatch.setattr(stage1, "label_dataset",
+                        lambda cfg_, name, split: calls.append(name) or real(cfg_, name, split))
     pretrain(cfg, tmp_path / "s1")
     assert calls == ["xquad-r-en"] and (tmp_path / "s1" / "labelled" / "xquad-r-en-train.parquet").is_file()
     pretrain(cfg, tmp_path / "s1", resume=False)  # a fresh start labels again rather than reading the old lists
