@@ -3,7 +3,8 @@ stage-1 dev splits, which chose the checkpoint, and on the XQuAD-R test queries,
 against the shared retriever alone (paired tests over all the targets' queries), and against other rerankers given
 with ``--compare NAME=MODEL`` (e.g. a smaller stage 1), evaluated in the same call.
 
-    python benchmarks/stage1.py --config examples/configs/stage1_scale.yaml [--set pretrain.max_queries_per_dataset=300]
+    python benchmarks/stage1.py --config examples/configs/stage1_scale.yaml \
+        [--set pretrain.max_queries_per_dataset=300] [--checkpoint <stage-1 folder>/checkpoints/checkpoint-N]
 
 Resumable (the stage-1 cache); writes ``benchmarks/results/stage1_scale.json``.
 """
@@ -38,8 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-k", type=int, default=20)
     p.add_argument("--compare", nargs="+", default=[], metavar="NAME=MODEL",
                    help="other rerankers (model folders) evaluated beside this stage 1, each with a paired test")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="evaluate this checkpoint of the config's stage-1 run (one still training, or stopped) "
+                        "instead of running stage 1 to its end; its trainer_state.json gives the steps and dev scores")
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "stage1_scale.json")
     args = p.parse_args(argv)
+    if args.checkpoint is not None and not (args.checkpoint / "trainer_state.json").is_file():
+        p.error(f"--checkpoint {str(args.checkpoint)!r}: expected a trainer checkpoint folder "
+                "(with trainer_state.json)")
     bad = [c for c in args.compare if "=" not in c or not Path(c.split("=", 1)[1]).is_dir()]
     if bad:  # before stage 1 runs: a typo must not cost its hours
         p.error(f"--compare {bad[0]!r}: expected NAME=MODEL_FOLDER with an existing model folder")
@@ -56,10 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, parse_overrides(args.overrides))
     cfg.data_root = args.data_root
     t0 = time.perf_counter()
-    model = pretrain(cfg)
-    wall = time.perf_counter() - t0
-    log = json.loads((stage1_dir(cfg) / "train_log.json").read_text())
-    pairs = log["rows"] * cfg.pretrain.num_candidates * max(1.0, float(cfg.pretrain.train.epochs))
+    if args.checkpoint is None:
+        model = pretrain(cfg)
+        wall = time.perf_counter() - t0
+        log = json.loads((stage1_dir(cfg) / "train_log.json").read_text())
+        pairs = log["rows"] * cfg.pretrain.num_candidates * max(1.0, float(cfg.pretrain.train.epochs))
+        cost = {"wall_s_this_call": round(wall, 1), "train_seconds": log["train_seconds"], "lists": log["rows"],
+                "steps": log["steps"], "train_pairs_per_s": round(pairs / log["train_seconds"], 1),
+                "datasets": log.get("datasets"), "fast_path": log.get("fast_path"), "dev": log.get("dev"),
+                "reused_cache": wall < 0.5 * log["train_seconds"]}
+    else:
+        model = args.checkpoint
+        cost = checkpoint_progress(json.loads((args.checkpoint / "trainer_state.json").read_text()))
     report = run_beir_eval([str(Path(args.data_root) / t) for t in args.targets], cfg.retriever,
                            [str(model), *compare.values()], names=["stage1", *compare], top_k=args.top_k,
                            fusion_weight=cfg.evaluate.fusion_weight)
@@ -69,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": machine_info(),
         "config": args.config, "overrides": args.overrides, "model": str(model),
-        "stage1": {"wall_s_this_call": round(wall, 1), "train_seconds": log["train_seconds"], "lists": log["rows"],
-                   "steps": log["steps"], "train_pairs_per_s": round(pairs / log["train_seconds"], 1),
-                   "datasets": log.get("datasets"), "fast_path": log.get("fast_path"), "dev": log.get("dev"),
-                   "reused_cache": wall < 0.5 * log["train_seconds"]},
+        "stage1": cost,
         "test": {"targets": args.targets, "top_k": args.top_k, "retriever": cfg.retriever, **test},
     }
     atomic_write_json(args.output, out)
@@ -84,6 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {c['delta_points']:+.2f} points, paired p {c['p']:.2g} over {c['queries']} queries")
     print(f"written {args.output}")
     return 0
+
+
+def checkpoint_progress(state: dict) -> dict:
+    """What a trainer checkpoint says of its run: steps done of the planned steps, the dev scores so far, the loss
+    curve (``trainer_state.json``)."""
+    history = state.get("log_history", [])
+    return {"checkpoint": True, "steps": state["global_step"], "max_steps": state.get("max_steps"),
+            "dev": [{"step": h["step"], "ndcg@10": h["eval_dev_ndcg@10"]} for h in history if "eval_dev_ndcg@10" in h],
+            "loss_curve": [[h["step"], h["loss"]] for h in history if "loss" in h]}
 
 
 def summarise_targets(report: dict, rerankers: list[str], top_k: int) -> dict:

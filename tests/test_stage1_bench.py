@@ -32,3 +32,16 @@ def test_summarise_targets_means_recall_and_paired_tests():
                                   "small (no fusion) vs retriever", "stage1 vs small",
                                   "stage1 (no fusion) vs small (no fusion)"}
     assert out["paired"]["stage1 vs small"]["delta_points"] == pytest.approx(100 * (0.55 - 0.5))
+
+
+def test_checkpoint_progress_reads_steps_dev_scores_and_loss():
+    from conftest import load_benchmark
+
+    bench = load_benchmark("stage1")
+    state = {"global_step": 800, "max_steps": 1750, "log_history": [
+        {"step": 50, "loss": 1.58}, {"step": 400, "loss": 1.2}, {"step": 400, "eval_dev_ndcg@10": 0.61},
+        {"step": 800, "eval_dev_ndcg@10": 0.66}]}
+    out = bench.checkpoint_progress(state)
+    assert (out["steps"], out["max_steps"], out["checkpoint"]) == (800, 1750, True)
+    assert out["dev"] == [{"step": 400, "ndcg@10": 0.61}, {"step": 800, "ndcg@10": 0.66}]
+    assert out["loss_curve"] == [[50, 1.58], [400, 1.2]]
