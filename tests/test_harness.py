@@ -56,6 +56,8 @@ def test_beir_eval_script_writes_report(tmp_path, shared_data, tiny_cross_encode
             assert 0.0 <= ds["results"][system][m] <= 1.0
     # reranking the top-k reorders it: Recall@k is the retriever's
     assert ds["results"][trained["label"]]["Recall@30"] == ds["results"]["retriever"]["Recall@30"]
+    if report.get("fusion_weight"):  # each reranker alone is reported beside its fused score
+        assert 0.0 <= ds["results"][trained["label"] + " (no fusion)"]["nDCG@10"] <= 1.0
     assert "| model | xquad-r-en |" in done.stdout and "nDCG@10" in done.stdout
 
 

@@ -118,7 +118,8 @@ def run_beir_eval(
             "checksum": ds.checksum,
             "num_queries": res["num_queries"],
             "num_docs": len(ds.corpus),
-            "results": {sys_name: res[sys_name] for sys_name in report["systems"]},
+            # with fusion, each reranker alone too ("<name> (no fusion)": the same scores, no second pass)
+            "results": {k: v for k, v in res.items() if k in report["systems"] or k.endswith(" (no fusion)")},
             "timing_s": res["timing_s"],
             "per_query_nDCG@10": res["per_query_nDCG@10"],
         }
