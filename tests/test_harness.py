@@ -177,7 +177,8 @@ def test_paired_p_value_over_shared_queries():
     assert paired_p_value({"q1": 0.1}, {"q1": 0.9}) == 1.0  # one shared query is no test
 
 
-def test_fused_run_reports_rerankers_alone(shared_data, tiny_cross_encoder_dir, tiny_embedding_dir, emb_cache):
+def test_fused_run_reports_rerankers_alone(shared_data, tiny_cross_encoder_dir, tiny_embedding_dir,
+                                           emb_cache):
     from querit_st.harness import run_beir_eval
 
     kw = dict(names=["tiny"], top_k=10, max_queries=8, cache_dir=str(emb_cache))
