@@ -78,9 +78,8 @@ def run_pipeline(
     t0 = time.perf_counter()
     stage1 = pretrain(cfg, resume=resume)
     timings["pretrain"] = time.perf_counter() - t0
-    if any(t.type == "stage1" and t.layers is not None for t in cfg.teachers):
-        t1 = time.perf_counter()
-        stage1_teachers(cfg, resume=resume)  # the larger stage-1 teachers, trained (or reused) once for every target
+    t1 = time.perf_counter()
+    if stage1_teachers(cfg, resume=resume):  # the larger stage-1 teachers, trained (or reused) once for every target
         timings["pretrain-teachers"] = time.perf_counter() - t1
     adapted: list[Path] = []
     names: dict[str, Path] = {}
