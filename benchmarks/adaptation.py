@@ -1,6 +1,7 @@
 """The small-scale reproduction of the paper's main table: label-free adaptation on every shared target, several
-seeds, mean and spread of nDCG@10 for the retriever, the teacher ensemble (no training), stage 1, the adapted
-checkpoints and the merged model.
+seeds, mean and spread of nDCG@10 for the retriever, the zero-training baselines (the teacher ensemble and the
+retriever + BM25 hybrid), stage 1, the adapted checkpoints and the merged model; then the same per target group
+(English domains, XQuAD-R) with the issue's bar checked leg by leg, paired t-tests over all the group's queries.
 
     python benchmarks/adaptation.py --config examples/configs/demo.yaml --targets vaswani xquad-r-de \
         --seeds 0 1 2 --output benchmarks/results/adaptation.json
@@ -21,7 +22,11 @@ from pathlib import Path
 from querit_st.utils import atomic_write_json
 from querit_st.pipeline import load_config, machine_info, run_pipeline
 
-SHARED = ["vaswani", "xquad-r-en", "xquad-r-de", "xquad-r-es", "xquad-r-ru", "xquad-r-zh", "xquad-r-ar", "xquad-r-hi"]
+#: the target groups the bar is stated over (a group is summarised when all its targets were run)
+GROUPS = {"english": ["vaswani", "cacm", "lisa", "time"],
+          "xquad-r": [f"xquad-r-{lang}" for lang in ("en", "de", "es", "ru", "zh", "ar", "hi")]}
+SHARED = [t for group in GROUPS.values() for t in group]
+VARIANTS = {"fused": "", "alone": " (no fusion)"}
 
 
 def finished_run(work: Path, cfg, targets: list[str]) -> dict | None:
@@ -39,23 +44,112 @@ def finished_run(work: Path, cfg, targets: list[str]) -> dict | None:
     return old
 
 
+def system_name(system: str) -> str:
+    """A report's system name with the seed's own adapted checkpoint (``adapt-<target>-s<seed>``) called ``adapted``."""
+    if not system.startswith("adapt-"):
+        return system
+    return "adapted (no fusion)" if system.endswith(" (no fusion)") else "adapted"
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """mean / std (population) / min / max / n of one system's scores over seeds."""
+    return {"values": values, "mean": statistics.fmean(values),
+            "std": statistics.pstdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
 def summarise(per_seed: dict[int, dict]) -> dict:
     """mean / std / min / max of nDCG@10 over seeds, per target and system."""
-    table: dict[str, dict[str, dict[str, float]]] = {}
+    values: dict[str, dict[str, list[float]]] = {}
     for seed, res in per_seed.items():
         for target, rep in res.items():
             for system, metrics in rep.items():
-                if not isinstance(metrics, dict) or "nDCG@10" not in metrics:
-                    continue
-                name = "adapted" if system.startswith("adapt-") and "no fusion" not in system else system
-                if system.startswith("adapt-") and "no fusion" in system:
-                    name = "adapted (no fusion)"
-                table.setdefault(target, {}).setdefault(name, {}).setdefault("values", []).append(metrics["nDCG@10"])
-    for target, systems in table.items():
-        for name, entry in systems.items():
-            v = entry["values"]
-            entry.update(mean=statistics.fmean(v), std=statistics.pstdev(v) if len(v) > 1 else 0.0, min=min(v), max=max(v), n=len(v))
-    return table
+                if isinstance(metrics, dict) and "nDCG@10" in metrics:
+                    values.setdefault(target, {}).setdefault(system_name(system), []).append(metrics["nDCG@10"])
+    return {t: {name: spread(v) for name, v in systems.items()} for t, systems in values.items()}
+
+
+def seed_score(report: dict, system: str) -> float | None:
+    """One seed's nDCG@10 of ``system`` (a :func:`system_name`) in one target's report, None when absent."""
+    for name, metrics in report.items():
+        if system_name(name) == system and isinstance(metrics, dict) and "nDCG@10" in metrics:
+            return metrics["nDCG@10"]
+    return None
+
+
+def pooled_queries(per_query: dict[int, dict], targets: list[str], system: str) -> dict[str, float]:
+    """``system``'s per-query nDCG@10 over all the targets' queries (keys ``<target>/<query id>``), averaged over
+    seeds: the unit of the group's paired tests."""
+    values: dict[str, list[float]] = {}
+    for res in per_query.values():
+        for t in targets:
+            for name, scores in res.get(t, {}).items():
+                if system_name(name) == system:
+                    for q, v in scores.items():
+                        values.setdefault(f"{t}/{q}", []).append(v)
+    return {k: statistics.fmean(v) for k, v in values.items()}
+
+
+def leg(better: str, worse: str, means: dict, pooled: dict, *, points: float | None = None,
+        significant: bool = False) -> dict:
+    """One leg of the bar: the group mean of ``better`` strictly above ``worse`` (``points`` None) or above it by at
+    least ``points``; with the paired t-test over the group's queries when both have per-query scores in ``pooled``
+    (p < 0.05 required when ``significant``). ``met`` is None when a system was not run."""
+    from querit_st.evaluation import paired_p_value
+
+    missing = [x for x in (better, worse) if x not in means]
+    if missing:
+        return {"met": None, "missing": missing}
+    delta = 100 * (means[better]["mean"] - means[worse]["mean"])
+    met = delta > 0 if points is None else delta >= points - 1e-9  # 4.9999999 points is 5
+    out: dict = {"delta_points": round(delta, 2)}
+    if better in pooled and worse in pooled:
+        out["p"] = paired_p_value(pooled[worse], pooled[better])
+        out["queries"] = len(set(pooled[worse]) & set(pooled[better]))
+        met = met and (out["p"] < 0.05 or not significant)
+    elif significant:
+        met = None  # a significance leg without per-query scores cannot be decided
+    return {**out, "met": met}
+
+
+def group_summary(per_seed: dict[int, dict], per_query: dict[int, dict], groups: dict[str, list[str]]) -> dict:
+    """Each group whose targets were all run, in every seed that ran them: per system the mean over the group's
+    targets (mean and spread over seeds of that group mean), and the issue's bar for the merged model, fused and
+    alone, leg by leg (paired tests over all the group's queries, seed-averaged); plus stage 1 alone against the
+    retriever + 5 points. A variant ``met`` the bar when every leg did."""
+    out: dict[str, dict] = {}
+    for group, targets in groups.items():
+        seeds = [s for s, res in per_seed.items() if all(t in res for t in targets)]
+        if not seeds:
+            continue
+        names = {system_name(n) for s in seeds for t in targets for n, m in per_seed[s][t].items()
+                 if isinstance(m, dict) and "nDCG@10" in m}
+        means: dict[str, dict] = {}
+        for x in sorted(names):
+            scores = [[seed_score(per_seed[s][t], x) for t in targets] for s in seeds]
+            if all(v is not None for row in scores for v in row):
+                means[x] = spread([statistics.fmean(row) for row in scores])
+        pooled = {x: pooled_queries({s: per_query.get(s, {}) for s in seeds}, targets, x) for x in means}
+        pooled = {x: q for x, q in pooled.items() if q}
+        bar = {}
+        for variant, suffix in VARIANTS.items():
+            m = f"merged{suffix}"
+            below = [t for t in targets if m in means and
+                     statistics.fmean(seed_score(per_seed[s][t], m) for s in seeds)
+                     <= statistics.fmean(seed_score(per_seed[s][t], "retriever") for s in seeds)]
+            legs = {
+                "retriever_plus_5": leg(m, "retriever", means, pooled, points=5.0),
+                "above_retriever_on_every_target": {"below": below, "met": not below} if m in means
+                else {"met": None, "missing": [m]},
+                "stage1_plus_1_significant": leg(m, f"stage1{suffix}", means, pooled, points=1.0, significant=True),
+                "above_hybrid": leg(m, "hybrid", means, pooled),
+                "at_least_adapted_mean": leg(m, f"adapted{suffix}", means, pooled, points=0.0),
+            }
+            bar[variant] = {"legs": legs, "met": all(v["met"] is True for v in legs.values())}
+        stage1 = leg("stage1 (no fusion)", "retriever", means, pooled, points=5.0)
+        out[group] = {"targets": targets, "seeds": seeds, "nDCG@10": means, "bar": bar,
+                      "stage1_alone_retriever_plus_5": stage1}
+    return out
 
 
 def bar_check(table: dict) -> dict[str, dict[str, dict[str, bool]]]:
@@ -78,6 +172,8 @@ def bar_check(table: dict) -> dict[str, dict[str, dict[str, bool]]]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="examples/configs/demo.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config overrides, as querit-st's --set (e.g. pretrain.max_queries_per_dataset=500)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--targets", nargs="+", default=SHARED)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -85,11 +181,15 @@ def main() -> int:
     p.add_argument("--output", default="benchmarks/results/adaptation.json")
     args = p.parse_args()
 
+    from querit_st.cli import parse_overrides
+
+    overrides = parse_overrides(args.overrides)
     start = time.perf_counter()
     per_seed: dict[int, dict] = {}
+    per_query: dict[int, dict] = {}
     timings: dict[int, dict] = {}
     for seed in args.seeds:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, overrides)
         if args.data_root:
             cfg.data_root = args.data_root
         cfg.adapt.seeds = [seed]
@@ -97,19 +197,23 @@ def main() -> int:
         summary = finished_run(work, cfg, args.targets) or run_pipeline(cfg, args.targets, work)
         per_seed[seed] = {t: {k: v for k, v in rep.items() if isinstance(v, dict) and "nDCG@10" in v}
                           for t, rep in summary["results"].items()}
+        per_query[seed] = {t: rep.get("per_query_nDCG@10", {}) for t, rep in summary["results"].items()}
         timings[seed] = summary["timings_s"]
         print(f"seed {seed}:\n{summary.get('table', '')}\n", flush=True)
     table = summarise(per_seed)
+    groups = group_summary(per_seed, per_query, GROUPS)
     result = {
         "command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine_info(),
-        "config": load_config(args.config).to_dict(),
+        "config": load_config(args.config, overrides).to_dict(),
         "targets": args.targets,
         "seeds": args.seeds,
         "nDCG@10": table,
         "bar": bar_check(table),
+        "groups": groups,
         "per_seed": per_seed,
+        "per_query_nDCG@10": per_query,
         "timings_s": timings,
         "wall_s": round(time.perf_counter() - start, 1),
     }
@@ -119,7 +223,13 @@ def main() -> int:
     for target, s in table.items():
         cells = [f"{s[n]['mean']:.4f} ± {s[n]['std']:.4f}" if n in s else "" for n in systems]
         print(f"| {target} | " + " | ".join(cells) + " |")
-    print(json.dumps(result["bar"], indent=1))
+    for group, g in groups.items():
+        print(f"\n{group} ({len(g['targets'])} targets, seeds {g['seeds']}): "
+              + ", ".join(f"{x} {v['mean']:.4f} ± {v['std']:.4f}" for x, v in g["nDCG@10"].items()))
+        for variant, b in g["bar"].items():
+            print(f"  merged {variant}: bar {'met' if b['met'] else 'not met'}: "
+                  + "; ".join(f"{name} {v.get('delta_points', '')} {v['met']}" for name, v in b["legs"].items()))
+        print(f"  stage 1 alone vs retriever + 5: {g['stage1_alone_retriever_plus_5']}")
     return 0
 
 

@@ -47,3 +47,87 @@ def test_bar_check_fused_and_alone(bench):
     low = bench.bar_check(bench.summarise({0: _seed(0.40, 0.47, 0.45, 0.44, 0.41, 0.50)}))["t"]
     assert low["fused"] == {"beats_retriever_by_5": False, "beats_stage1": False, "beats_teacher_ensemble": False}
 
+
+
+def _group_run(seed: int, targets: list[str], shift: dict[str, float], noise: float = 0.005):
+    """One seed's reports and per-query scores for ``targets``: 40 queries each, every system the retriever's
+    per-query scores plus its ``shift`` (plus seeded noise of the given size), nDCG@10 the mean of them."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    reports, per_query = {}, {}
+    for t in targets:
+        base = rng.uniform(0.2, 0.8, size=40)
+        scores = {}
+        for system, d in shift.items():
+            name = system.replace("adapted", f"adapt-{t}-s{seed}")
+            scores[name] = {f"q{i}": float(v) for i, v in enumerate(base + d + noise * rng.standard_normal(40))}
+        reports[t] = {name: {"nDCG@10": float(np.mean(list(s.values())))} for name, s in scores.items()}
+        per_query[t] = scores
+    return reports, per_query
+
+
+SHIFTS = {"retriever": 0.0, "hybrid": 0.03, "stage1": 0.04, "stage1 (no fusion)": 0.01, "adapted": 0.065,
+          "adapted (no fusion)": 0.05, "merged": 0.07, "merged (no fusion)": 0.055}
+
+
+def test_group_summary_means_and_every_leg_met(bench):
+    groups = {"g": ["a", "b"]}
+    runs = {s: _group_run(s, ["a", "b"], SHIFTS) for s in (0, 1)}
+    out = bench.group_summary({s: r[0] for s, r in runs.items()}, {s: r[1] for s, r in runs.items()}, groups)["g"]
+    assert out["seeds"] == [0, 1] and out["targets"] == ["a", "b"]
+    means = out["nDCG@10"]
+    assert set(means) == set(SHIFTS)  # the seed's own adapted checkpoint is called "adapted"
+    assert means["merged"]["mean"] - means["retriever"]["mean"] == pytest.approx(0.07, abs=0.002)
+    assert means["merged"]["n"] == 2
+    fused = out["bar"]["fused"]
+    assert fused["met"] is True
+    assert fused["legs"]["retriever_plus_5"]["delta_points"] == pytest.approx(7.0, abs=0.2)
+    assert fused["legs"]["stage1_plus_1_significant"]["queries"] == 80  # both targets' queries, seed-averaged
+    assert fused["legs"]["stage1_plus_1_significant"]["p"] < 0.05
+    assert fused["legs"]["above_retriever_on_every_target"] == {"below": [], "met": True}
+    # alone: merged (no fusion) +0.5 over adapted (no fusion), +4.5 over stage 1 alone, +5.5 over the retriever
+    alone = out["bar"]["alone"]["legs"]
+    assert alone["at_least_adapted_mean"]["met"] is True
+    assert alone["at_least_adapted_mean"]["delta_points"] == pytest.approx(0.5, abs=0.2)
+    assert alone["retriever_plus_5"]["met"] is True and out["bar"]["alone"]["met"] is True
+    # stage 1 alone is +1 over the retriever: its own +5 leg fails
+    assert out["stage1_alone_retriever_plus_5"]["met"] is False
+    assert out["stage1_alone_retriever_plus_5"]["delta_points"] == pytest.approx(1.0, abs=0.2)
+
+
+def test_group_summary_legs_fail_for_the_right_reasons(bench):
+    groups = {"g": ["a", "b"], "other": ["a", "c"]}
+    # merged only +0.5 over stage 1 but very consistent (significant), and below the retriever on target "b"
+    runs = {}
+    for s in (0, 1):
+        reports, pq = _group_run(s, ["a", "b"], {**SHIFTS, "merged": 0.045})
+        for q in pq["b"]["merged"]:
+            pq["b"]["merged"][q] = pq["b"]["retriever"][q] - 0.01
+        reports["b"]["merged"]["nDCG@10"] = reports["b"]["retriever"]["nDCG@10"] - 0.01
+        del reports["a"]["hybrid"], reports["b"]["hybrid"]  # an older run without the hybrid baseline
+        runs[s] = (reports, pq)
+    out = bench.group_summary({s: r[0] for s, r in runs.items()}, {s: r[1] for s, r in runs.items()}, groups)
+    assert set(out) == {"g"}  # "other" needs target "c", which was not run
+    legs = out["g"]["bar"]["fused"]["legs"]
+    assert legs["above_retriever_on_every_target"] == {"below": ["b"], "met": False}
+    assert legs["stage1_plus_1_significant"]["met"] is False  # below stage 1 on b: not +1 point
+    assert legs["above_hybrid"] == {"met": None, "missing": ["hybrid"]}
+    assert out["g"]["bar"]["fused"]["met"] is False
+
+
+def test_group_summary_plus_one_needs_significance(bench):
+    # merged +1.5 over stage 1 on average, but with per-query noise far larger than that: not significant
+    runs = {s: _group_run(s, ["a"], {**SHIFTS, "merged": 0.055}, noise=0.0) for s in (0, 1)}
+    for s, (reports, pq) in runs.items():
+        import numpy as np
+
+        rng = np.random.default_rng(10 + s)
+        noisy = {q: v + float(rng.normal(0, 0.4)) for q, v in pq["a"]["merged"].items()}
+        shift = 0.055 - (np.mean(list(noisy.values())) - np.mean(list(pq["a"]["retriever"].values())))
+        pq["a"]["merged"] = {q: v + float(shift) for q, v in noisy.items()}
+        reports["a"]["merged"]["nDCG@10"] = float(np.mean(list(pq["a"]["merged"].values())))
+    out = bench.group_summary({s: r[0] for s, r in runs.items()}, {s: r[1] for s, r in runs.items()},
+                              {"g": ["a"]})["g"]["bar"]["fused"]["legs"]["stage1_plus_1_significant"]
+    assert out["delta_points"] == pytest.approx(1.5, abs=0.2)
+    assert out["p"] > 0.05 and out["met"] is False
