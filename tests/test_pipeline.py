@@ -227,10 +227,24 @@ def test_stage1_cache_key_ignores_stage2_only_teachers(tiny_config):
     assert stage1_dir(load_config(None, onnx_stage1)) == key
     explicit_default = {**base, "teachers": [{**t, "inference": "fp32"} for t in base["teachers"]]}
     assert stage1_dir(load_config(None, explicit_default)) == key  # the new field's default keeps old cache keys
+    explicit_layers = {**base, "teachers": [{**t, "layers": None} for t in base["teachers"]]}
+    assert stage1_dir(load_config(None, explicit_layers)) == key  # so does `layers`' (None: the student's stage 1)
     other_teacher = {**base, "teachers": [{**base["teachers"][0], "weight": 2.0}, base["teachers"][1]]}
     assert stage1_dir(load_config(None, other_teacher)) != key
     other_train = {**base, "pretrain": {**base["pretrain"], "num_candidates": 6}}
     assert stage1_dir(load_config(None, other_train)) != key
+
+
+def test_stage1_cache_folder_of_the_scale_config_is_stable():
+    """The stage-1 cache folder of the at-scale run is pinned: a new config field must not move it (adding
+    ``TeacherSpec.layers`` once did, and the next run started its hours of training from step 0 in a new folder
+    instead of resuming from its checkpoints). Change this name only when stage 1's settings really change."""
+    from querit_st.cli import parse_overrides
+    from querit_st.pipeline import stage1_dir
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "configs" / "stage1_scale.yaml",
+                      parse_overrides(["pretrain.max_queries_per_dataset=500", "pretrain.train.save_steps=400"]))
+    assert stage1_dir(cfg).name == "multilingual-e5-small-da968cafe7da"
 
 
 def test_teacher_inference_mode_is_checked(tiny_config):

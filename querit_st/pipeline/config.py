@@ -47,6 +47,14 @@ class TeacherSpec:
     inference: str = "fp32"
     layers: int | None = field(default=None, metadata=_min(1))
 
+    def cache_key(self) -> dict[str, Any]:
+        """The settings that go into a stage's cache key: ``layers`` (added later) is left out at its default, so
+        adding the field kept every earlier stage-1 and stage-2 cache valid."""
+        key = dataclasses.asdict(self)
+        if key.get("layers") is None:
+            key.pop("layers", None)
+        return key
+
 
 TEACHER_TYPES = ("embedding", "bm25", "cross-encoder", "cross_encoder", "stage1")
 CROSS_ENCODER_TYPES = ("cross-encoder", "cross_encoder")

@@ -174,7 +174,7 @@ def pretrain_dataset(cfg: PipelineConfig, folder: str | os.PathLike | None = Non
 def stage1_key(cfg: PipelineConfig) -> dict[str, Any]:
     """Everything stage 1 reads (``stage1`` teachers only act in stage 2, so they are left out: changing their
     weight reuses the cached model)."""
-    teachers = [{k: v for k, v in dataclasses.asdict(t).items() if not (k == "inference" and v == "fp32")}
+    teachers = [{k: v for k, v in t.cache_key().items() if not (k == "inference" and v == "fp32")}
                 for t in cfg.teachers if t.type != "stage1"]  # the default inference mode keeps earlier cache keys
     pretrain = dataclasses.asdict(cfg.pretrain)
     if pretrain.get("dev_split") is None:

@@ -30,7 +30,7 @@ def adapt_settings(cfg: PipelineConfig, target: Path, base_model: str | os.PathL
     """Everything stage 2 reads: the adapt section, teachers, retriever, the base model's weights, the corpus."""
     from querit_st.data import corpus_checksum
 
-    return {"adapt": dataclasses.asdict(cfg.adapt), "teachers": [dataclasses.asdict(t) for t in cfg.teachers],
+    return {"adapt": dataclasses.asdict(cfg.adapt), "teachers": [t.cache_key() for t in cfg.teachers],
             "retriever": cfg.retriever, "max_length": cfg.max_length, "language": cfg.language, "seed": seed,
             "base_model": model_identity(base_model), "corpus": corpus_checksum(target), "documents": len(corpus),
             **({"fields": fields} if fields and any(fields.values()) else {})}
