@@ -21,10 +21,10 @@ from pathlib import Path
 
 from querit_st.utils import atomic_write_json
 from querit_st.pipeline import load_config, machine_info, run_pipeline
+from querit_st.pipeline.report import TARGET_GROUPS, system_name
 
 #: the target groups the bar is stated over (a group is summarised when all its targets were run)
-GROUPS = {"english": ["vaswani", "cacm", "lisa", "time"],
-          "xquad-r": [f"xquad-r-{lang}" for lang in ("en", "de", "es", "ru", "zh", "ar", "hi")]}
+GROUPS = TARGET_GROUPS
 SHARED = [t for group in GROUPS.values() for t in group]
 VARIANTS = {"fused": "", "alone": " (no fusion)"}
 
@@ -42,13 +42,6 @@ def finished_run(work: Path, cfg, targets: list[str]) -> dict | None:
         return None
     print(f"reusing the finished run in {work}", flush=True)
     return old
-
-
-def system_name(system: str) -> str:
-    """A report's system name with the seed's own adapted checkpoint (``adapt-<target>-s<seed>``) called ``adapted``."""
-    if not system.startswith("adapt-"):
-        return system
-    return "adapted (no fusion)" if system.endswith(" (no fusion)") else "adapted"
 
 
 def spread(values: list[float]) -> dict[str, float]:

@@ -29,6 +29,9 @@ cfg.data_root = args.data
 summary = run_pipeline(cfg, args.targets, args.output)
 print("\nnDCG@10 on the test qrels (rerankers fused with the retriever's score; 'no fusion' = reranker alone):\n")
 print(summary.get("table", "(no qrels: nothing evaluated)"))
+if summary.get("group_table"):
+    print("\nper target group (the mean over the group's targets run here):\n")
+    print(summary["group_table"])
 print(f"\nresults: {Path(args.output) / 'results.json'}")
 print(f"chart:   {summary.get('chart')}")
 print(f"wall time: {time.perf_counter() - start:.0f} s (stage timings: {summary['timings_s']})")

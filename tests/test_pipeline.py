@@ -293,3 +293,26 @@ def test_cli_set_overrides_nested_values(tmp_path):
     assert cfg.adapt.num_queries == base.adapt.num_queries and cfg.adapt.train.loss == base.adapt.train.loss
     with pytest.raises(QueritInputError, match="already set"):
         parse_overrides(["seed=1", "seed.x=2"])
+
+
+def test_group_table_averages_each_groups_targets():
+    """The demo's group table: a group's row is the mean over its targets that were run (named in the row), a
+    target's adapted checkpoints (one per seed) count as one ``adapted`` score, non-metric entries are ignored."""
+    from querit_st.pipeline import group_table
+
+    def rep(retriever, adapted, merged):
+        t = {"retriever": {"nDCG@10": retriever}, "merged": {"nDCG@10": merged},
+             "per_query_nDCG@10": {"retriever": {"q1": 1.0}}, "language": "english"}
+        for seed, a in enumerate(adapted):
+            t[f"adapt-x-s{seed}"] = {"nDCG@10": a}
+        return t
+
+    results = {"vaswani": rep(0.40, [0.44, 0.46], 0.47), "xquad-r-de": rep(0.80, [0.84], 0.85),
+               "xquad-r-zh": rep(0.70, [0.76], 0.75), "mycorpus": rep(0.10, [0.20], 0.30)}
+    lines = group_table(results).splitlines()
+    assert lines[0] == "| group | retriever | merged | adapted |"
+    assert lines[2] == "| english (1/4: vaswani) | 0.4000 | 0.4700 | 0.4500 |"
+    assert lines[3] == "| xquad-r (2/7: de, zh) | 0.7500 | 0.8000 | 0.8000 |"
+    assert lines[4].startswith("| all targets | 0.5000 |")  # every target run, the user's own corpus included
+    only = group_table({"xquad-r-de": rep(0.80, [0.84], 0.85)}).splitlines()
+    assert len(only) == 3 and only[2].startswith("| xquad-r (1/7: de) |")  # no 'all targets' row for one target

@@ -32,7 +32,7 @@ from querit_st.pipeline.config import (
 )
 from querit_st.pipeline.evaluate import evaluate_models, hybrid_specs, merge_checkpoints
 from querit_st.pipeline.factories import build_loss, build_retriever, build_teacher, clear_retrievers, corpus_language
-from querit_st.pipeline.report import bar_chart, machine_info, results_table
+from querit_st.pipeline.report import bar_chart, group_table, machine_info, results_table
 from querit_st.pipeline.run import preflight, run_pipeline
 from querit_st.pipeline.stage1 import (labelled_lists, pretrain, pretrain_dataset, stage1_dir, stage1_key,
                                       stage1_teachers)
@@ -41,9 +41,10 @@ from querit_st.pipeline.stage2 import adapt
 __all__ = [
     "AdaptSpec", "EvalSpec", "MergeSpec", "PipelineConfig", "PretrainSpec", "TeacherSpec", "TrainSpec", "adapt",
     "bar_chart", "build_loss", "build_retriever", "build_teacher", "check_backbone_layers", "check_config",
-    "clear_retrievers", "corpus_language", "evaluate_models", "hybrid_specs", "labelled_lists", "load_config",
-    "machine_info", "merge_checkpoints", "merge_config_values", "preflight", "pretrain", "pretrain_dataset",
-    "read_config_values", "results_table", "run_pipeline", "stage1_dir", "stage1_key", "stage1_teachers", "train_model",
+    "clear_retrievers", "corpus_language", "evaluate_models", "group_table", "hybrid_specs", "labelled_lists",
+    "load_config", "machine_info", "merge_checkpoints", "merge_config_values", "preflight", "pretrain",
+    "pretrain_dataset", "read_config_values", "results_table", "run_pipeline", "stage1_dir", "stage1_key",
+    "stage1_teachers", "train_model",
 ]
 
 

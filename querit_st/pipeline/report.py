@@ -1,4 +1,4 @@
-"""What a pipeline run prints and draws: the nDCG@10 table and the bar chart."""
+"""What a pipeline run prints and draws: the nDCG@10 table per target and per target group, and the bar chart."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ from querit_st.utils.tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["bar_chart", "chart_figure", "machine_info", "results_table", "systems_of"]
+__all__ = ["TARGET_GROUPS", "bar_chart", "chart_figure", "group_table", "machine_info", "results_table", "system_name",
+           "systems_of"]
+
+#: the shared target groups that results are averaged over (the project's quality bar is stated per group)
+TARGET_GROUPS: dict[str, list[str]] = {
+    "english": ["vaswani", "cacm", "lisa", "time"],
+    "xquad-r": [f"xquad-r-{lang}" for lang in ("en", "de", "es", "ru", "zh", "ar", "hi")],
+}
 
 
 def systems_of(results: dict[str, dict[str, Any]], *, unfused: bool = True) -> list[str]:
@@ -30,6 +37,44 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
     systems = systems_of(results)
     rows = [[target, *[rep[s]["nDCG@10"] if s in rep else None for s in systems]] for target, rep in results.items()]
     return markdown_table(["target", *systems], rows)
+
+
+def system_name(system: str) -> str:
+    """A report's system name with a target's own adapted checkpoints (``adapt-<target>-s<seed>``) called
+    ``adapted`` (``adapted (no fusion)`` alone), so that targets and seeds line up."""
+    if not system.startswith("adapt-"):
+        return system
+    return "adapted (no fusion)" if system.endswith(" (no fusion)") else "adapted"
+
+
+def target_scores(report: dict[str, Any]) -> dict[str, float]:
+    """One target's nDCG@10 per :func:`system_name` (its adapted checkpoints, one per seed, averaged)."""
+    values: dict[str, list[float]] = {}
+    for k, v in report.items():
+        if isinstance(v, dict) and "nDCG@10" in v:
+            values.setdefault(system_name(k), []).append(float(v["nDCG@10"]))
+    return {k: sum(v) / len(v) for k, v in values.items()}
+
+
+def group_table(results: dict[str, dict[str, Any]], groups: dict[str, list[str]] | None = None) -> str:
+    """Markdown table of nDCG@10 averaged over each group's targets that were run (default :data:`TARGET_GROUPS`;
+    the row names the targets it averages, e.g. ``xquad-r (2/7: de, zh)``), then every target run; systems as
+    columns, a target's adapted checkpoints as ``adapted``."""
+    scores = {t: target_scores(rep) for t, rep in results.items()}
+    systems: list[str] = []
+    for sc in scores.values():
+        systems += [s for s in sc if s not in systems]
+    rows = []
+    named = {**(TARGET_GROUPS if groups is None else groups), "all targets": list(scores)}
+    for group, targets in named.items():
+        present = [t for t in targets if t in scores]
+        if not present or (group == "all targets" and len(named) > 1 and len(present) < 2):
+            continue
+        label = group if group == "all targets" else \
+            f"{group} ({len(present)}/{len(targets)}: {', '.join(t.replace(group + '-', '') for t in present)})"
+        rows.append([label, *[sum(scores[t][s] for t in present) / len(present)
+                              if all(s in scores[t] for t in present) else None for s in systems]])
+    return markdown_table(["group", *systems], rows)
 
 
 def chart_figure(results: dict[str, dict[str, Any]]) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 from querit_st.pipeline.config import PipelineConfig, check_config
 from querit_st.pipeline.evaluate import evaluate_models, merge_checkpoints
-from querit_st.pipeline.report import bar_chart, results_table
+from querit_st.pipeline.report import bar_chart, group_table, results_table
 from querit_st.pipeline.stage1 import pretrain, stage1_teachers
 from querit_st.pipeline.stage2 import adapt, target_name
 from querit_st.utils import QueritInputError, atomic_write_json
@@ -122,6 +122,7 @@ def run_pipeline(
     atomic_write_json(out / "results.json", summary)
     if results:
         summary["table"] = results_table(results)
+        summary["group_table"] = group_table(results)
         chart = bar_chart(results, out / "results.png")
         summary["chart"] = str(chart) if chart else None
         atomic_write_json(out / "results.json", summary)
