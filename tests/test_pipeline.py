@@ -316,3 +316,19 @@ def test_group_table_averages_each_groups_targets():
     assert lines[4].startswith("| all targets | 0.5000 |")  # every target run, the user's own corpus included
     only = group_table({"xquad-r-de": rep(0.80, [0.84], 0.85)}).splitlines()
     assert len(only) == 3 and only[2].startswith("| xquad-r (1/7: de) |")  # no 'all targets' row for one target
+
+
+def test_identical_baselines_are_scored_once():
+    """The demo's teacher ensemble is the zero-training hybrid (retriever + BM25, + MiniLM on English): the
+    evaluation scores such an ensemble once and reports it under both names; other weights or members differ."""
+    from querit_st.pipeline import TeacherSpec, hybrid_specs
+    from querit_st.pipeline.factories import ensemble_members
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "configs" / "demo.yaml")
+    for language in ("english", "german"):
+        assert ensemble_members(cfg.teachers, language) == ensemble_members(hybrid_specs(cfg, language), language)
+    english = ensemble_members(cfg.teachers, "english")
+    assert len(english) == 3 and len(ensemble_members(cfg.teachers, "german")) == 2  # MiniLM is English-only
+    heavier = [TeacherSpec("bm25", weight=2.0) if t.type == "bm25" else t for t in cfg.teachers]
+    assert ensemble_members(heavier, "english") != english
+    assert ensemble_members([*cfg.teachers, TeacherSpec("cross-encoder", "some/model")], "english") != english

@@ -51,6 +51,19 @@ def _member_applies(spec: TeacherSpec, language: str) -> bool:
     return spec.languages is None or language in {language_name(x) for x in spec.languages}
 
 
+def ensemble_members(specs: list[TeacherSpec], language: str) -> tuple[tuple[Any, ...], ...]:
+    """What a zero-training ensemble of ``specs`` scores with on a corpus in ``language`` (the members that apply,
+    ``stage1`` ones left out, as in :func:`build_teacher` without a stage-1 model): ``(type, model, weight,
+    inference)`` per member, sorted, so two spec lists that build the same ensemble compare equal."""
+    members = []
+    for spec in specs:
+        if spec.type == "stage1" or not _member_applies(spec, language):
+            continue
+        model = (spec.model or "minilm-l6") if spec.type == "embedding" else spec.model
+        members.append((spec.type.replace("_", "-"), model or "", float(spec.weight), spec.inference))
+    return tuple(sorted(members))
+
+
 def build_teacher(
     specs: list[TeacherSpec], corpus_texts: list[str], language: str = "english", *,
     stage1: str | os.PathLike | None = None, max_length: int | None = None,
@@ -94,4 +107,4 @@ def build_teacher(
     return T.EnsembleTeacher(members, weights=weights, normalization="zscore")
 
 
-__all__ = ["build_loss", "build_retriever", "build_teacher", "clear_retrievers", "corpus_language"]
+__all__ = ["build_loss", "build_retriever", "build_teacher", "clear_retrievers", "corpus_language", "ensemble_members"]
