@@ -21,7 +21,7 @@ from pathlib import Path
 
 from querit_st.utils import atomic_write_json
 from querit_st.pipeline import load_config, machine_info, run_pipeline
-from querit_st.pipeline.report import TARGET_GROUPS, system_name
+from querit_st.pipeline.report import TARGET_GROUPS, system_name, target_scores
 
 #: the target groups the bar is stated over (a group is summarised when all its targets were run)
 GROUPS = TARGET_GROUPS
@@ -52,22 +52,14 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def summarise(per_seed: dict[int, dict]) -> dict:
-    """mean / std / min / max of nDCG@10 over seeds, per target and system."""
+    """mean / std / min / max of nDCG@10 over seeds, per target and system (a seed's adapted checkpoint as
+    ``adapted``: :func:`querit_st.pipeline.report.target_scores`)."""
     values: dict[str, dict[str, list[float]]] = {}
     for seed, res in per_seed.items():
         for target, rep in res.items():
-            for system, metrics in rep.items():
-                if isinstance(metrics, dict) and "nDCG@10" in metrics:
-                    values.setdefault(target, {}).setdefault(system_name(system), []).append(metrics["nDCG@10"])
+            for name, score in target_scores(rep).items():
+                values.setdefault(target, {}).setdefault(name, []).append(score)
     return {t: {name: spread(v) for name, v in systems.items()} for t, systems in values.items()}
-
-
-def seed_score(report: dict, system: str) -> float | None:
-    """One seed's nDCG@10 of ``system`` (a :func:`system_name`) in one target's report, None when absent."""
-    for name, metrics in report.items():
-        if system_name(name) == system and isinstance(metrics, dict) and "nDCG@10" in metrics:
-            return metrics["nDCG@10"]
-    return None
 
 
 def pooled_queries(per_query: dict[int, dict], targets: list[str], system: str) -> dict[str, float]:
@@ -115,21 +107,18 @@ def group_summary(per_seed: dict[int, dict], per_query: dict[int, dict], groups:
         seeds = [s for s, res in per_seed.items() if all(t in res for t in targets)]
         if not seeds:
             continue
-        names = {system_name(n) for s in seeds for t in targets for n, m in per_seed[s][t].items()
-                 if isinstance(m, dict) and "nDCG@10" in m}
-        means: dict[str, dict] = {}
-        for x in sorted(names):
-            scores = [[seed_score(per_seed[s][t], x) for t in targets] for s in seeds]
-            if all(v is not None for row in scores for v in row):
-                means[x] = spread([statistics.fmean(row) for row in scores])
+        scores = {s: {t: target_scores(per_seed[s][t]) for t in targets} for s in seeds}
+        per_target = summarise({s: {t: per_seed[s][t] for t in targets} for s in seeds})
+        names = {x for s in seeds for t in targets for x in scores[s][t]}
+        means = {x: spread([statistics.fmean(scores[s][t][x] for t in targets) for s in seeds]) for x in sorted(names)
+                 if all(x in scores[s][t] for s in seeds for t in targets)}
         pooled = {x: pooled_queries({s: per_query.get(s, {}) for s in seeds}, targets, x) for x in means}
         pooled = {x: q for x, q in pooled.items() if q}
         bar = {}
         for variant, suffix in VARIANTS.items():
             m = f"merged{suffix}"
-            below = [t for t in targets if m in means and
-                     statistics.fmean(seed_score(per_seed[s][t], m) for s in seeds)
-                     <= statistics.fmean(seed_score(per_seed[s][t], "retriever") for s in seeds)]
+            below = [t for t in targets
+                     if m in means and per_target[t][m]["mean"] <= per_target[t]["retriever"]["mean"]]
             legs = {
                 "retriever_plus_5": leg(m, "retriever", means, pooled, points=5.0),
                 "above_retriever_on_every_target": {"below": below, "met": not below} if m in means
