@@ -51,6 +51,10 @@ def _member_applies(spec: TeacherSpec, language: str) -> bool:
     return spec.languages is None or language in {language_name(x) for x in spec.languages}
 
 
+#: the model of an ``embedding`` teacher that names none
+DEFAULT_EMBEDDING_TEACHER = "minilm-l6"
+
+
 def ensemble_members(specs: list[TeacherSpec], language: str) -> tuple[tuple[Any, ...], ...]:
     """What a zero-training ensemble of ``specs`` scores with on a corpus in ``language`` (the members that apply,
     ``stage1`` ones left out, as in :func:`build_teacher` without a stage-1 model): ``(type, model, weight,
@@ -59,7 +63,7 @@ def ensemble_members(specs: list[TeacherSpec], language: str) -> tuple[tuple[Any
     for spec in specs:
         if spec.type == "stage1" or not _member_applies(spec, language):
             continue
-        model = (spec.model or "minilm-l6") if spec.type == "embedding" else spec.model
+        model = (spec.model or DEFAULT_EMBEDDING_TEACHER) if spec.type == "embedding" else spec.model
         members.append((spec.type.replace("_", "-"), model or "", float(spec.weight), spec.inference))
     return tuple(sorted(members))
 
@@ -92,7 +96,7 @@ def build_teacher(
                 weights.append(spec.weight)
             continue
         if spec.type == "embedding":
-            members.append(T.EmbeddingTeacher(build_retriever(spec.model or "minilm-l6")))
+            members.append(T.EmbeddingTeacher(build_retriever(spec.model or DEFAULT_EMBEDDING_TEACHER)))
         elif spec.type == "bm25":
             members.append(T.BM25Teacher(corpus_texts, language=language))
         elif spec.type in CROSS_ENCODER_TYPES:
