@@ -162,6 +162,26 @@ def test_evaluation_inference_mode_gives_the_same_metrics(tiny_config, tiny_cros
         evaluate_models(cfg, target, {"m": tiny_cross_encoder_dir}, include_teacher=False)
 
 
+def test_evaluation_scores_are_kept_on_disk_and_read_back(tiny_config, tiny_cross_encoder_dir, shared_data, tmp_path,
+                                                         monkeypatch):
+    """``evaluate.cache``: a second evaluation of the same weights scores nothing and reports the same numbers."""
+    from querit_st.pipeline import evaluate_models
+    from querit_st.pipeline.evaluate import reranker_scorer
+
+    monkeypatch.setenv("QUERIT_ST_CACHE", str(tmp_path / "cache"))
+    target = _slice(shared_data / "xquad-r-en", tmp_path / "en")
+    cfg = load_config(tiny_config)
+    first = evaluate_models(cfg, target, {"m": tiny_cross_encoder_dir}, include_teacher=False)
+    scorer = reranker_scorer(cfg, tiny_cross_encoder_dir)
+    assert scorer.store is not None and len(scorer.store) == 12 * 10  # 12 queries x top-10
+    scorer.score(["electric field"], ["the electric field of a wave"])
+    assert scorer.cache_misses == 1
+    again = evaluate_models(cfg, target, {"m": tiny_cross_encoder_dir}, include_teacher=False)
+    assert again["m"] == first["m"] and again["per_query_nDCG@10"]["m"] == first["per_query_nDCG@10"]["m"]
+    cfg.evaluate.cache = False
+    assert reranker_scorer(cfg, tiny_cross_encoder_dir).store is None
+
+
 def test_stage1_teacher_language_filter_and_compact_backbone(tiny_config, shared_data, tmp_path):
     """The stage-2 levers: the stage-1 model joins the teachers in stage 2 only (never the baseline ensemble),
     English-only members drop out for other languages, the source document gets its bonus, and ``backbone_layers``

@@ -131,6 +131,9 @@ class EvalSpec:
     batch_size: int = field(default=64, metadata=_min(1))
     inference: str = "fp32"  # any querit_st.inference mode; "packed" / "onnx" are exact and faster on CPU
     instruction: str | None = None  # a task instruction for the rerankers (None: the Querit default)
+    # keep each model's scores on disk (<cache>/scores, keyed by its weights and scoring settings): a model is never
+    # scored twice on a pair (stage 1 across runs and seeds), and an interrupted evaluation resumes
+    cache: bool = True
 
 
 @dataclass

@@ -42,6 +42,19 @@ def hybrid_specs(cfg: PipelineConfig, language: str) -> list[TeacherSpec]:
     return specs
 
 
+def reranker_scorer(cfg: PipelineConfig, path: str | os.PathLike) -> Any:
+    """A saved reranker as the evaluation scores it: ``evaluate.inference`` mode, ``evaluate.instruction``, raw
+    logits; with ``evaluate.cache`` its scores are kept on disk by weights (so stage 1 is scored once per target
+    across runs and seeds, and an interrupted evaluation resumes)."""
+    from querit_st.cross_encoder import QueritCrossEncoder
+    from querit_st.teachers import CrossEncoderTeacher
+
+    e = cfg.evaluate
+    model = QueritCrossEncoder(str(path), max_length=cfg.max_length)
+    scorer = CrossEncoderTeacher(model, batch_size=e.batch_size, inference=e.inference, instruction=e.instruction)
+    return scorer.persist() if e.cache else scorer
+
+
 def evaluate_models(
     cfg: PipelineConfig,
     target: str | os.PathLike,
@@ -51,20 +64,19 @@ def evaluate_models(
 ) -> dict[str, Any]:
     """Retriever alone, the zero-training baselines (the teacher ensemble and the retriever + BM25 hybrid) and each
     model (fused with the retriever's score, and alone)."""
-    from querit_st.cross_encoder import QueritCrossEncoder
     from querit_st.data import doc_text, load_beir
     from querit_st.evaluation import compute_metrics, evaluate_reranking, per_query_ndcg, rerank_results
 
     e = cfg.evaluate
     data = load_beir(cfg.data_dir(str(target)), split=e.split)
     retriever = build_retriever(cfg.retriever)
-    rerankers = {name: QueritCrossEncoder(str(path), max_length=cfg.max_length) for name, path in models.items()}
-    if e.inference != "fp32":
-        from querit_st.inference import optimize_for_inference
-
-        rerankers = {name: optimize_for_inference(m, e.inference) for name, m in rerankers.items()}
+    rerankers = {name: reranker_scorer(cfg, path) for name, path in models.items()}
     report = evaluate_reranking(data, retriever, rerankers, top_k=e.top_k, batch_size=e.batch_size,
-                                fusion_weight=e.fusion_weight, max_queries=e.max_queries, instruction=e.instruction)
+                                fusion_weight=e.fusion_weight, max_queries=e.max_queries)
+    for name, scorer in rerankers.items():
+        if scorer.store is not None:
+            logger.info("[evaluate %s] %s: %d pairs read back from the score cache, %d scored (%s)", data.name, name,
+                        scorer.cache_hits, scorer.cache_misses, scorer.store.path)
     queries = {q: data.queries[q] for q in report["per_query_nDCG@10"]["retriever"]}
     first = retriever.search(queries, top_k=e.top_k)
     qrels = {q: data.qrels[q] for q in queries}

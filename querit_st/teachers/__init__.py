@@ -24,6 +24,9 @@ length; ``teacher(queries, documents)`` is the same call), so a teacher can labe
 Caching: the single-model teachers remember every pair they scored (an in-memory dict keyed by a hash of the pair),
 so no pair is ever scored twice in a run; :attr:`Teacher.cache_hits` / :attr:`Teacher.cache_misses` count lookups.
 The ensemble's output depends on the whole candidate group, so it is not cached itself; its members are.
+:meth:`Teacher.persist` keeps a teacher's scores on disk too (:mod:`~querit_st.teachers.store`: a SQLite file per
+scorer, named by a hash of :meth:`Teacher.store_key`, committed chunk by chunk), so later runs read them back and an
+interrupted run resumes; the pipeline's evaluation scores its models this way.
 
 ``normalize_group_scores`` / ``normalize_rows_by_group`` (:mod:`querit_st.utils.scores`) and ``is_cjk_char``
 (:mod:`querit_st.utils.text`) are re-exported here under their old import path.
@@ -35,6 +38,7 @@ from querit_st.teachers.cross_encoder import CrossEncoderTeacher
 from querit_st.teachers.embedding import EmbeddingTeacher
 from querit_st.teachers.ensemble import EnsembleTeacher
 from querit_st.teachers.fingerprint import model_fingerprint, model_weights_hash, teacher_fingerprint
+from querit_st.teachers.store import ScoreStore
 from querit_st.utils.scores import normalize_group_scores, normalize_rows_by_group
 from querit_st.utils.text import is_cjk_char
 
@@ -44,6 +48,7 @@ __all__ = [
     "EmbeddingTeacher",
     "BM25Teacher",
     "EnsembleTeacher",
+    "ScoreStore",
     "normalize_group_scores",
     "normalize_rows_by_group",
     "pair_key",

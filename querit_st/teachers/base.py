@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from querit_st.utils import QueritInputError, check_text
+from querit_st.teachers.store import ScoreStore
+from querit_st.utils import QueritInputError, cache_root, check_text
+from querit_st.utils.hashing import config_hash
 
 
 def pair_key(query: str, document: str) -> bytes:
@@ -46,14 +50,19 @@ class Teacher:
 
     ``_score_pairs`` receives unique, not yet cached pairs and returns one float per pair.
     :attr:`cache_hits` / :attr:`cache_misses` count the pairs answered from the cache / scored.
+    :meth:`persist` also keeps the scores on disk (a :class:`~querit_st.teachers.store.ScoreStore`), for later runs
+    and for a run resumed after an interruption.
     """
 
     #: Whether scores of a pair are independent of the other pairs of the call (then they may be cached).
     cacheable: bool = True
+    #: Pairs per :meth:`_score_pairs` call while a store is attached: each chunk is on disk before the next starts.
+    store_chunk: int = 4096
 
     def __init__(self, cache: bool = True) -> None:
         self.cache_enabled = cache
         self._cache: dict[bytes, float] = {}
+        self._store: ScoreStore | None = None
         self._hits = 0
         self._misses = 0
 
@@ -95,18 +104,29 @@ class Teacher:
                 self._hits += 1
             else:
                 todo[key] = [i]
-        if todo:
-            first = [idx[0] for idx in todo.values()]
+        if todo and self._store is not None:
+            for key, value in self._store.get(list(todo)).items():
+                idx = todo.pop(key)
+                self._cache[key] = value
+                out[idx] = value
+                self._hits += 1  # its repeats in this call were counted above
+        items = list(todo.items())
+        step = self.store_chunk if self._store is not None else max(len(items), 1)
+        for start in range(0, len(items), step):
+            part = items[start:start + step]
+            first = [idx[0] for _, idx in part]
             self._misses += len(first)
             new = np.asarray(
                 self._score_pairs([queries[i] for i in first], [documents[i] for i in first]), dtype=np.float64
             ).reshape(-1)
             if new.shape[0] != len(first):
                 raise RuntimeError(f"{type(self).__name__} returned {new.shape[0]} scores for {len(first)} pairs")
-            for (key, idx), value in zip(todo.items(), new):
-                value = float(value)
-                self._cache[key] = value
-                out[idx] = value
+            values = {key: float(value) for (key, _), value in zip(part, new)}
+            for key, idx in part:
+                self._cache[key] = values[key]
+                out[idx] = values[key]
+            if self._store is not None:
+                self._store.put(values)
         return out
 
     __call__ = score
@@ -115,7 +135,33 @@ class Teacher:
         """Hook called by mining / the collator with the target corpus (BM25 fits its statistics here)."""
         return self
 
+    def persist(self, folder: str | os.PathLike | None = None) -> Teacher:
+        """Keep every pair this teacher scores on disk, in ``folder`` (default: ``<cache_root>/scores``), in a file
+        named by a hash of :meth:`store_key`; pairs already there are read back instead of scored. Returns self.
+
+        Raises:
+            QueritInputError: the teacher's scores depend on the other pairs of a call (not :attr:`cacheable`), or
+                its cache is off.
+        """
+        if not (self.cacheable and self.cache_enabled):
+            raise QueritInputError(f"{type(self).__name__}: only a cacheable teacher with cache=True can persist "
+                                   "its scores (its scores depend on the other pairs of a call, or the cache is off)")
+        root = Path(folder).expanduser() if folder is not None else cache_root() / "scores"
+        self._store = ScoreStore(root / f"{config_hash(self.store_key(), 24)}.sqlite")
+        return self
+
+    @property
+    def store(self) -> ScoreStore | None:
+        """The on-disk store :meth:`persist` attached, or None."""
+        return self._store
+
+    def store_key(self) -> dict[str, Any]:
+        """What decides this teacher's score of a pair, for the on-disk store's file name (default: the
+        :meth:`fingerprint`)."""
+        return self.fingerprint()
+
     def clear_cache(self) -> None:
+        """Forget the in-memory scores and the counters (an attached on-disk store is kept)."""
         self._cache.clear()
         self._hits = 0
         self._misses = 0

@@ -9,7 +9,7 @@ import numpy as np
 
 from querit_st.teachers.base import Teacher
 from querit_st.teachers.fingerprint import model_weights_hash
-from querit_st.utils import QueritInputError
+from querit_st.utils import QueritInputError, check_text
 from querit_st.utils.hashing import model_files_fingerprint
 
 
@@ -27,6 +27,9 @@ class CrossEncoderTeacher(Teacher):
         inference: a :mod:`querit_st.inference` mode applied to the model before scoring (``"fp32"``: as loaded;
             ``"onnx"`` gives the same scores faster on CPU). Part of the fingerprint, so mined labels scored in
             another mode are not reused.
+        instruction: a task instruction for a :class:`~querit_st.cross_encoder.QueritCrossEncoder` (its Querit prompt
+            with that instruction); None: the model's saved default prompt.
+        cache: remember every scored pair (in memory; :meth:`~querit_st.teachers.Teacher.persist` also on disk).
     """
 
     def __init__(
@@ -38,6 +41,7 @@ class CrossEncoderTeacher(Teacher):
         max_length: int | None = None,
         device: str | None = None,
         inference: str = "fp32",
+        instruction: str | None = None,
         cache: bool = True,
     ) -> None:
         super().__init__(cache=cache)
@@ -66,8 +70,14 @@ class CrossEncoderTeacher(Teacher):
             raise QueritInputError(f"activation must be 'identity' or 'sigmoid', got {activation!r}")
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise QueritInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if instruction is not None:
+            check_text(instruction, "instruction")
+            if not _accepts_instruction(self.model):
+                raise QueritInputError(f"instruction needs a QueritCrossEncoder; {self.name} is a plain "
+                                       f"{type(self.model).__name__}")
         self.activation = activation
         self.batch_size = batch_size
+        self.instruction = instruction
         if inference != "fp32":
             in_memory = self._model_id is None
             if in_memory:  # a caller's model: hash it as given, and optimise a copy, not it
@@ -79,12 +89,14 @@ class CrossEncoderTeacher(Teacher):
         import torch
 
         act = torch.nn.Sigmoid() if self.activation == "sigmoid" else torch.nn.Identity()
+        extra = {"instruction": self.instruction} if self.instruction is not None else {}
         scores = self.model.predict(
             list(zip(queries, documents)),
             batch_size=self.batch_size,
             show_progress_bar=False,
             activation_fn=act,
             convert_to_numpy=True,
+            **extra,
         )
         return np.asarray(scores, dtype=np.float64).reshape(-1)
 
@@ -93,4 +105,20 @@ class CrossEncoderTeacher(Teacher):
         return {"class": type(self).__name__, "model": model_id, "activation": self.activation,
                 "prompt": getattr(self.model, "default_prompt_name", None),
                 "max_length": getattr(self.model, "max_length", None),
-                **({"inference": self.inference} if self.inference != "fp32" else {})}
+                **({"inference": self.inference} if self.inference != "fp32" else {}),
+                **({"instruction": self.instruction} if self.instruction is not None else {})}
+
+    def store_key(self) -> dict[str, Any]:
+        """The fingerprint plus the prompt texts and the tokenizer's kind: what decides a score besides the weights."""
+        tok = getattr(self.model, "tokenizer", None)
+        return {**self.fingerprint(), "prompts": getattr(self.model, "prompts", None),
+                "tokenizer": [type(tok).__name__, getattr(tok, "vocab_size", None)]}
+
+
+def _accepts_instruction(model: Any) -> bool:
+    import inspect
+
+    try:
+        return "instruction" in inspect.signature(model.predict).parameters
+    except (TypeError, ValueError):
+        return False
