@@ -131,9 +131,10 @@ def test_config_base_extends_another_file(tmp_path):
     assert (cfg.max_length, cfg.seed, cfg.adapt.num_queries, cfg.adapt.top_k) == (96, 3, 80, 12)
     assert (cfg.adapt.train.epochs, cfg.adapt.train.learning_rate) == (2, 1e-4)
     assert load_config(tmp_path / "child.yaml", {"adapt": {"top_k": 7}}).adapt.top_k == 7  # overrides apply last
-    # the shipped variant is demo.yaml plus its two changes
+    # the shipped variant is demo.yaml plus its changes
     configs = Path(__file__).resolve().parents[1] / "examples" / "configs"
-    demo = load_config(configs / "demo.yaml", {"adapt": {"num_queries": 600, "train": {"learning_rate": 1e-4}}})
+    demo = load_config(configs / "demo.yaml", {"adapt": {"num_queries": 600, "top_k": 30,
+                                                         "train": {"learning_rate": 1e-4}}})
     assert load_config(configs / "adapt600.yaml") == demo
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
