@@ -151,6 +151,31 @@ def bar_check(table: dict) -> dict[str, dict[str, dict[str, bool]]]:
     return out
 
 
+def write_result(args: argparse.Namespace, overrides: dict, per_seed: dict[int, dict], per_query: dict[int, dict],
+                 timings: dict[int, dict], start: float) -> tuple[dict, dict]:
+    """Summarise the seeds finished so far and write ``args.output`` (``seeds_done`` names them)."""
+    table = summarise(per_seed)
+    groups = group_summary(per_seed, per_query, GROUPS)
+    result = {
+        "command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine_info(),
+        "config": load_config(args.config, overrides).to_dict(),
+        "targets": args.targets,
+        "seeds": args.seeds,
+        "seeds_done": sorted(per_seed),
+        "nDCG@10": table,
+        "bar": bar_check(table),
+        "groups": groups,
+        "per_seed": per_seed,
+        "per_query_nDCG@10": per_query,
+        "timings_s": timings,
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    atomic_write_json(args.output, result)
+    return table, groups
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="examples/configs/demo.yaml")
@@ -182,24 +207,8 @@ def main() -> int:
         per_query[seed] = {t: rep.get("per_query_nDCG@10", {}) for t, rep in summary["results"].items()}
         timings[seed] = summary["timings_s"]
         print(f"seed {seed}:\n{summary.get('table', '')}\n", flush=True)
-    table = summarise(per_seed)
-    groups = group_summary(per_seed, per_query, GROUPS)
-    result = {
-        "command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": machine_info(),
-        "config": load_config(args.config, overrides).to_dict(),
-        "targets": args.targets,
-        "seeds": args.seeds,
-        "nDCG@10": table,
-        "bar": bar_check(table),
-        "groups": groups,
-        "per_seed": per_seed,
-        "per_query_nDCG@10": per_query,
-        "timings_s": timings,
-        "wall_s": round(time.perf_counter() - start, 1),
-    }
-    atomic_write_json(args.output, result)
+        # written after every seed: an interrupted run leaves the seeds it finished (and resumes from them)
+        table, groups = write_result(args, overrides, per_seed, per_query, timings, start)
     systems = sorted({s for t in table.values() for s in t})
     print("| target | " + " | ".join(systems) + " |\n" + "|---" * (len(systems) + 1) + "|")
     for target, s in table.items():
