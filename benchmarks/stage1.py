@@ -67,9 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         model = pretrain(cfg)
         wall = time.perf_counter() - t0
         log = json.loads((stage1_dir(cfg) / "train_log.json").read_text())
-        pairs = log["rows"] * cfg.pretrain.num_candidates * max(1.0, float(cfg.pretrain.train.epochs))
+        # the pairs of the steps this call trained (a resumed run trains only those after its checkpoint); its
+        # train_seconds include the dev evaluations that ran in between
+        steps = log["steps"] - log.get("resumed_from_step", 0)
+        pairs = steps * cfg.pretrain.train.batch_size * cfg.pretrain.num_candidates
         cost = {"wall_s_this_call": round(wall, 1), "train_seconds": log["train_seconds"], "lists": log["rows"],
-                "steps": log["steps"], "train_pairs_per_s": round(pairs / log["train_seconds"], 1),
+                "steps": log["steps"], "resumed_from_step": log.get("resumed_from_step", 0),
+                "train_pairs_per_s_incl_dev_eval": round(pairs / log["train_seconds"], 1),
                 "datasets": log.get("datasets"), "fast_path": log.get("fast_path"), "dev": log.get("dev"),
                 "reused_cache": wall < 0.5 * log["train_seconds"]}
     else:

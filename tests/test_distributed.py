@@ -139,6 +139,7 @@ def test_training_killed_resumes_with_same_steps_and_weights(tiny_config, tmp_pa
     a = json.loads((tmp_path / "full" / "train_log.json").read_text())
     b = json.loads((tmp_path / "resumed" / "train_log.json").read_text())
     assert a["steps"] == b["steps"] == 8
+    assert (a["resumed_from_step"], b["resumed_from_step"]) == (0, 4)  # what train_seconds covers
     steps_a = [h["step"] for h in a["log_history"] if "loss" in h]
     steps_b = [h["step"] for h in b["log_history"] if "loss" in h]
     assert steps_b == steps_a == list(range(1, 9))  # no step lost or run twice

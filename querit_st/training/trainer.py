@@ -138,6 +138,7 @@ def train_model(
         "loss": spec.loss,
         "loss_kwargs": spec.loss_kwargs,
         "steps": trainer.state.global_step,
+        "resumed_from_step": _checkpoint_step(last),  # train_seconds covers the steps after it (dev evaluations too)
         "rows": len(dataset),
         "train_seconds": round(elapsed, 1),
         "first_loss": losses[0] if losses else None,
@@ -165,3 +166,13 @@ def train_model(
         atomic_write_json(output_dir / "train_log.json", {"log_history": trainer.state.log_history, **entry})
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int:
+    """The global step of a ``checkpoint-N`` folder (0 for None: a run from the start)."""
+    if checkpoint is None:
+        return 0
+    try:
+        return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+    except ValueError:
+        return 0
