@@ -75,8 +75,8 @@ def evaluate_models(
                                 fusion_weight=e.fusion_weight, max_queries=e.max_queries)
     for name, scorer in rerankers.items():
         if scorer.store is not None:
-            logger.info("[evaluate %s] %s: %d pairs read back from the score cache, %d scored (%s)", data.name, name,
-                        scorer.cache_hits, scorer.cache_misses, scorer.store.path)
+            logger.info("[evaluate %s] %s: %d pairs scored, %d answered without scoring (the score cache, or a pair "
+                        "repeated) (%s)", data.name, name, scorer.cache_misses, scorer.cache_hits, scorer.store.path)
     queries = {q: data.queries[q] for q in report["per_query_nDCG@10"]["retriever"]}
     first = retriever.search(queries, top_k=e.top_k)
     qrels = {q: data.qrels[q] for q in queries}

@@ -39,11 +39,16 @@ def preflight(cfg: PipelineConfig, targets: list[str], fields: dict[str, str | N
         if folder.is_dir() and not (folder / "corpus.jsonl").is_file() and not (folder / "dataset_info.json").is_file():
             raise QueritInputError(f"target {t!r} has no corpus.jsonl (expected a BEIR folder or a corpus file)")
         load_corpus(folder, **fields_for(folder, fields))
+    with_dev = []
     for name in cfg.pretrain.datasets:
         folder = cfg.data_dir(name)
-        for split in filter(None, (cfg.pretrain.split, cfg.pretrain.dev_split)):
-            if not (folder / "qrels" / f"{split}.tsv").is_file():
-                raise QueritInputError(f"stage-1 dataset {name!r} has no qrels/{split}.tsv")
+        if not (folder / "qrels" / f"{cfg.pretrain.split}.tsv").is_file():
+            raise QueritInputError(f"stage-1 dataset {name!r} has no qrels/{cfg.pretrain.split}.tsv")
+        if cfg.pretrain.dev_split and (folder / "qrels" / f"{cfg.pretrain.dev_split}.tsv").is_file():
+            with_dev.append(name)
+    if cfg.pretrain.dev_split and cfg.pretrain.datasets and not with_dev:  # a set without one only trains (XQuAD-R)
+        raise QueritInputError(f"config pretrain.dev_split = {cfg.pretrain.dev_split!r}: none of the stage-1 datasets "
+                               f"({', '.join(cfg.pretrain.datasets)}) has qrels/{cfg.pretrain.dev_split}.tsv")
     n = len(targets) * len(cfg.adapt.seeds) + (1 if cfg.merge.include_stage1 else 0)
     if n > 2 and cfg.merge.t != 0.5 and cfg.merge.weights is None:
         raise QueritInputError(f"config merge.t = {cfg.merge.t} places a SLERP between two checkpoints; this run merges "
