@@ -139,3 +139,23 @@ def test_pretrain_keeps_labelled_lists_and_resume_false_relabels(tiny_config, tm
     assert calls == ["xquad-r-en"] and (tmp_path / "s1" / "labelled" / "xquad-r-en-train.parquet").is_file()
     pretrain(cfg, tmp_path / "s1", resume=False)  # a fresh start labels again rather than reading the old lists
     assert calls == ["xquad-r-en", "xquad-r-en"]
+
+
+def test_preflight_accepts_stage1_sets_without_a_dev_split(tiny_config, shared_data, tmp_path):
+    """The at-scale mix: XQuAD-R (train/test only) trains beside sets with a dev split; the pipeline's preflight
+    accepts it (as pretrain does) and refuses a dev split that no stage-1 set has, or a set without the train split."""
+    import pytest
+
+    from querit_st.pipeline.run import preflight
+    from querit_st.utils import QueritInputError
+
+    values = yaml.safe_load(tiny_config.read_text())
+    values["pretrain"].update({"datasets": ["tydi-sw", "xquad-r-en"], "dev_split": "dev"})
+    path = tmp_path / "mix.yaml"
+    path.write_text(yaml.safe_dump(values))
+    target = [str(shared_data / "cacm")]
+    preflight(load_config(path), target)
+    with pytest.raises(QueritInputError, match="pretrain.dev_split = 'validation'.*tydi-sw, xquad-r-en"):
+        preflight(load_config(path, {"pretrain": {"dev_split": "validation"}}), target)
+    with pytest.raises(QueritInputError, match="'xquad-r-en' has no qrels/dev.tsv"):
+        preflight(load_config(path, {"pretrain": {"split": "dev"}}), target)
