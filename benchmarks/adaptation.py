@@ -189,7 +189,9 @@ def main() -> int:
     args = p.parse_args()
 
     from querit_st.cli import parse_overrides
+    from querit_st.utils.progress import configure_output
 
+    configure_output()  # the stages' progress lines (steps, ETA), not the libraries' bars
     overrides = parse_overrides(args.overrides)
     start = time.perf_counter()
     per_seed: dict[int, dict] = {}
