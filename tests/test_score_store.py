@@ -104,8 +104,12 @@ def test_cross_encoder_store_key_is_content_and_prompt_based(tiny_cross_encoder_
     direct = QueritCrossEncoder(str(tiny_cross_encoder_dir)).predict(pairs, instruction="Find physics",
                                                                      activation_fn=torch.nn.Identity())
     np.testing.assert_allclose(instructed.score(qs, ds), direct, rtol=1e-5, atol=1e-6)
-    packed = CrossEncoderTeacher(QueritCrossEncoder(str(tiny_cross_encoder_dir)), inference="packed").persist(tmp_path)
-    assert packed.store.path != a.store.path
+    given = QueritCrossEncoder(str(tiny_cross_encoder_dir))
+    packed = CrossEncoderTeacher(given, inference="packed", inplace=True).persist(tmp_path)
+    assert packed.store.path != a.store.path and packed.model is given  # optimised in place: no copy
+    np.testing.assert_allclose(packed.score(qs, ds), ref, rtol=1e-5, atol=1e-6)
+    copied = CrossEncoderTeacher(QueritCrossEncoder(str(tiny_cross_encoder_dir)), inference="packed").persist(tmp_path)
+    assert copied.store.path == packed.store.path  # keyed by the weights as given, before optimisation
     changed = QueritCrossEncoder(str(tiny_cross_encoder_dir))
     with torch.no_grad():
         next(changed.parameters()).add_(1.0)

@@ -51,7 +51,8 @@ def reranker_scorer(cfg: PipelineConfig, path: str | os.PathLike) -> Any:
 
     e = cfg.evaluate
     model = QueritCrossEncoder(str(path), max_length=cfg.max_length)
-    scorer = CrossEncoderTeacher(model, batch_size=e.batch_size, inference=e.inference, instruction=e.instruction)
+    scorer = CrossEncoderTeacher(model, batch_size=e.batch_size, inference=e.inference, instruction=e.instruction,
+                                 inplace=True)  # the model is ours: no second copy of its weights
     return scorer.persist() if e.cache else scorer
 
 

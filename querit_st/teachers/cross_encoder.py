@@ -30,6 +30,8 @@ class CrossEncoderTeacher(Teacher):
         instruction: a task instruction for a :class:`~querit_st.cross_encoder.QueritCrossEncoder` (its Querit prompt
             with that instruction); None: the model's saved default prompt.
         cache: remember every scored pair (in memory; :meth:`~querit_st.teachers.Teacher.persist` also on disk).
+        inplace: with ``inference`` other than fp32, optimise a given ``CrossEncoder`` itself instead of a copy (the
+            caller gives the model up; saves a second copy of the weights).
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class CrossEncoderTeacher(Teacher):
         inference: str = "fp32",
         instruction: str | None = None,
         cache: bool = True,
+        inplace: bool = False,
     ) -> None:
         super().__init__(cache=cache)
         from sentence_transformers import CrossEncoder
@@ -82,7 +85,7 @@ class CrossEncoderTeacher(Teacher):
             in_memory = self._model_id is None
             if in_memory:  # a caller's model: hash it as given, and optimise a copy, not it
                 self._model_id = "weights-" + model_weights_hash(self.model)
-            self.model = optimize_for_inference(self.model, inference, inplace=not in_memory)
+            self.model = optimize_for_inference(self.model, inference, inplace=inplace or not in_memory)
         self.inference = inference_mode_of(self.model) or "fp32"
 
     def _score_pairs(self, queries: list[str], documents: list[str]) -> np.ndarray:
