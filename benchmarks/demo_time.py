@@ -53,7 +53,7 @@ def timed_make_demo(clone: Path, data: Path, cache: Path, log: Path) -> dict:
     results.json timings and nDCG@10."""
     env = {**os.environ, "QUERIT_DATA": str(data), "QUERIT_ST_CACHE": str(cache)}
     rss_file = log.with_suffix(".maxrss")
-    gnu_time = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").is_file() else None)
+    gnu_time = shutil.which("time")  # GNU time (the shell's builtin is not on PATH)
     cmd = ([gnu_time, "-f", "%M", "-o", str(rss_file)] if gnu_time else []) + ["make", "demo"]
     start = time.perf_counter()
     with open(log, "w") as f:
@@ -78,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not (args.data / "xquad-r-de" / "corpus.jsonl").is_file():
         p.error(f"--data {str(args.data)!r}: expected the shared BEIR folders (xquad-r-de/corpus.jsonl missing)")
+    if args.work is not None and args.work.exists() and any(args.work.iterdir()):
+        p.error(f"--work {str(args.work)!r}: expected a new or empty folder (the clone and the cache go there)")
     work = args.work or Path(tempfile.mkdtemp(prefix="querit_demo_time_"))
     clone, cache = work / "clone", work / "cache"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     head = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
     subprocess.check_call(["git", "clone", "-q", str(ROOT), str(clone)])
     subprocess.check_call(["git", "checkout", "-q", head], cwd=clone)

@@ -28,3 +28,10 @@ def test_prune_cache_keeps_only_the_named_parts(bench, tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == ["backbones", "stage1"]
     assert (cache / "stage1" / "x").read_text() == "1"
     assert bench.prune_cache(tmp_path / "missing", ["stage1"]) == []
+
+
+def test_work_folder_with_content_is_refused_before_anything_runs(bench, tmp_path, shared_data):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        bench.main(["--data", str(shared_data), "--work", str(tmp_path)])
+    assert (tmp_path / "keep.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

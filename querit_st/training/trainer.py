@@ -20,9 +20,15 @@ from querit_st.utils import atomic_dir, atomic_write_json
 logger = logging.getLogger(__name__)
 
 
+def checkpoint_step(folder: Path) -> int:
+    """The global step of a ``checkpoint-<step>`` folder (-1 when its name has none)."""
+    tail = Path(folder).name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     """The ``checkpoint-<step>`` folder with the highest step, or None."""
-    ckpts = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    ckpts = sorted(folder.glob("checkpoint-*"), key=checkpoint_step)
     return ckpts[-1] if ckpts else None
 
 
@@ -138,7 +144,7 @@ def train_model(
         "loss": spec.loss,
         "loss_kwargs": spec.loss_kwargs,
         "steps": trainer.state.global_step,
-        "resumed_from_step": _checkpoint_step(last),  # train_seconds covers the steps after it (dev evaluations too)
+        "resumed_from_step": max(checkpoint_step(last), 0) if last else 0,  # train_seconds covers the steps after it (dev evaluations too)
         "rows": len(dataset),
         "train_seconds": round(elapsed, 1),
         "first_loss": losses[0] if losses else None,
@@ -167,12 +173,3 @@ def train_model(
     trainer.accelerator.wait_for_everyone()
     return final
 
-
-def _checkpoint_step(checkpoint: Path | None) -> int:
-    """The global step of a ``checkpoint-N`` folder (0 for None: a run from the start)."""
-    if checkpoint is None:
-        return 0
-    try:
-        return int(Path(checkpoint).name.rsplit("-", 1)[-1])
-    except ValueError:
-        return 0
