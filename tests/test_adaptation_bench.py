@@ -1,5 +1,7 @@
 """benchmarks/adaptation.py's pure parts: the mean/spread table over seeds and the issue's bar check."""
 
+import json
+
 import pytest
 
 
@@ -131,3 +133,55 @@ def test_group_summary_plus_one_needs_significance(bench):
                               {"g": ["a"]})["g"]["bar"]["fused"]["legs"]["stage1_plus_1_significant"]
     assert out["delta_points"] == pytest.approx(1.5, abs=0.2)
     assert out["p"] > 0.05 and out["met"] is False
+
+
+def _result(bench, targets, seeds, fusion_weight=1.0):
+    """An adaptation.py result for ``targets`` (the group "g") as write_result builds it from its seeds."""
+    runs = {s: _group_run(s, targets, SHIFTS) for s in seeds}
+    per_seed, per_query = {s: r[0] for s, r in runs.items()}, {s: r[1] for s, r in runs.items()}
+    groups = bench.group_summary(per_seed, per_query, {"g": targets})
+    # as read back from JSON: seed keys are strings
+    return json.loads(json.dumps({"command": "python benchmarks/adaptation.py", "machine": {"cpu_count": 2},
+                                  "config": {"evaluate": {"fusion_weight": fusion_weight}},
+                                  "per_seed": per_seed, "groups": groups}))
+
+
+def test_adaptation_groups_table_in_the_api_shape(bench, tmp_path):
+    from conftest import load_benchmark
+
+    groups_bench = load_benchmark("adaptation_groups")
+    one_seed, two_seeds = _result(bench, ["a", "b"], [0]), _result(bench, ["a", "b"], [0, 1])
+    table = groups_bench.build([one_seed, two_seeds], None)
+    assert table["merged_mode"] == "fused" and table["stage1"] is None
+    g = table["groups"]["g"]
+    assert g["seeds"] == [0, 1]  # the run with more seeds wins
+    a = g["per_target"]["a"]
+    assert set(a) >= {"retriever", "hybrid", "stage1", "adapted", "merged"}
+    assert len(a["adapted"]) == 2 and len(a["merged_seeds"]) == 2
+    assert a["merged"] == pytest.approx(sum(a["merged_seeds"]) / 2)
+    assert a["merged"] - a["retriever"] == pytest.approx(0.07, abs=0.01)  # fused variant
+    assert a["merged_other_mode"] - a["retriever"] == pytest.approx(0.055, abs=0.01)  # alone
+    assert g["mean"]["merged"] == pytest.approx(two_seeds["groups"]["g"]["nDCG@10"]["merged"]["mean"])
+    assert 0 < g["p_merged_vs_stage1"] < 0.05 and g["queries"] == 80
+    assert g["p_merged_vs_hybrid"] is not None
+    alone = groups_bench.build([_result(bench, ["a", "b"], [0], fusion_weight=0.0)], None)
+    assert alone["merged_mode"] == "alone"
+    assert alone["groups"]["g"]["per_target"]["a"]["merged"] - alone["groups"]["g"]["per_target"]["a"]["retriever"] \
+        == pytest.approx(0.055, abs=0.01)
+    other = _result(bench, ["a", "b"], [0], fusion_weight=0.0)
+    other["groups"] = {"h": other["groups"]["g"]}
+    with pytest.raises(ValueError, match="different modes"):
+        groups_bench.build([one_seed, other], None)
+    with pytest.raises(ValueError, match="whole target group"):
+        groups_bench.build([{**one_seed, "groups": {}}], None)
+
+
+def test_adaptation_groups_stage1_entry_from_the_committed_run():
+    from conftest import REPO, load_benchmark
+
+    stage1 = json.loads((REPO / "benchmarks" / "results" / "stage1_scale_500.json").read_text())
+    entry = load_benchmark("adaptation_groups").stage1_entry(stage1)
+    assert entry["lists"] == 7000 and entry["steps"] == 1750
+    assert entry["wall_s"] == stage1["stage1"]["wall_s_this_call"]
+    assert entry["wall_s_covers"] == "steps 1201-1750 (resumed)"  # a resumed call's seconds are not the run's
+    assert 0.5 < entry["dev_ndcg@10"] < 1 and "per_target" in entry["test"]
