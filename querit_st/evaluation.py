@@ -15,7 +15,7 @@ import numpy as np
 
 from querit_st.data import BeirData, doc_text
 from querit_st.retriever import candidate_pool
-from querit_st.utils import QueritInputError
+from querit_st.utils import QueritInputError, accepts_keyword
 from querit_st.utils.progress import log_done
 
 logger = logging.getLogger(__name__)
@@ -113,16 +113,6 @@ def score_candidates(
     return [(qid, dids, scores[s:e], fs) for qid, dids, fs, s, e in groups]
 
 
-def _accepts(fn: Any, name: str) -> bool:
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 def fuse_results(scored: list[tuple[str, list[str], np.ndarray, np.ndarray]], fusion_weight: float = 0.0) -> Results:
     """Turn :func:`score_candidates` output into results, fusing ``z(reranker) + w * z(first stage)`` when w > 0."""
     from querit_st.utils.scores import fuse_scores
@@ -204,7 +194,7 @@ def evaluate_reranking(
     per_query = {"retriever": per_query_ndcg(qrels, first)}
     for name, model in (rerankers or {}).items():
         t0 = time.perf_counter()
-        takes_instruction = instruction is not None and hasattr(model, "predict") and _accepts(model.predict, "instruction")
+        takes_instruction = instruction is not None and hasattr(model, "predict") and accepts_keyword(model.predict, "instruction", var_keyword=True)
         scored = score_candidates(model, queries, data.corpus, first, top_k, batch_size=batch_size,
                                   instruction=instruction if takes_instruction else None)
         timing[name] = time.perf_counter() - t0

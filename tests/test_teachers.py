@@ -347,3 +347,15 @@ def test_bad_constructor_arguments():
         BM25Teacher(language="")
     with pytest.raises(QueritInputError):
         BM25Teacher([], language="en")
+
+
+def test_accepts_keyword_named_and_var_keyword():
+    from querit_st.utils import accepts_keyword
+
+    def named(pairs, instruction=None): ...
+    def loose(pairs, **kwargs): ...
+
+    assert accepts_keyword(named, "instruction") and not accepts_keyword(named, "groups")
+    assert not accepts_keyword(loose, "instruction")  # a **kwargs that might forward it elsewhere is not enough ...
+    assert accepts_keyword(loose, "instruction", var_keyword=True)  # ... unless the caller says it is
+    assert accepts_keyword(max, "key") is False  # a builtin without a readable signature: not assumed

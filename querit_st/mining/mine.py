@@ -3,7 +3,6 @@ by shard, resumable (see :mod:`querit_st.mining` for the determinism and restart
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
@@ -27,7 +26,9 @@ from querit_st.mining.shards import (
 from querit_st.utils.hashing import stable_seed
 from querit_st.retriever import candidate_pool
 from querit_st.teachers import as_score_fn, model_fingerprint, teacher_fingerprint
-from querit_st.utils import QueritInputError, atomic_write_json, check_text, config_hash, sha256_texts
+from querit_st.utils import (
+    QueritInputError, accepts_keyword, atomic_write_json, check_text, config_hash, sha256_texts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +100,7 @@ def query_rows(
 
 def accepts_groups(fn: Callable[..., Any]) -> bool:
     """Whether a score function takes ``groups=`` (the query of each pair; ensembles normalise per query)."""
-    try:
-        return "groups" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+    return accepts_keyword(fn, "groups")
 
 
 def mine_shard(

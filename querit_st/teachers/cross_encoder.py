@@ -9,7 +9,7 @@ import numpy as np
 
 from querit_st.teachers.base import Teacher
 from querit_st.teachers.fingerprint import model_weights_hash
-from querit_st.utils import QueritInputError, check_text
+from querit_st.utils import QueritInputError, accepts_keyword, check_text
 from querit_st.utils.hashing import model_files_fingerprint
 
 
@@ -75,7 +75,7 @@ class CrossEncoderTeacher(Teacher):
             raise QueritInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if instruction is not None:
             check_text(instruction, "instruction")
-            if not _accepts_instruction(self.model):
+            if not accepts_keyword(self.model.predict, "instruction"):
                 raise QueritInputError(f"instruction needs a QueritCrossEncoder; {self.name} is a plain "
                                        f"{type(self.model).__name__}")
         self.activation = activation
@@ -116,12 +116,3 @@ class CrossEncoderTeacher(Teacher):
         tok = getattr(self.model, "tokenizer", None)
         return {**self.fingerprint(), "prompts": getattr(self.model, "prompts", None),
                 "tokenizer": [type(tok).__name__, getattr(tok, "vocab_size", None)]}
-
-
-def _accepts_instruction(model: Any) -> bool:
-    import inspect
-
-    try:
-        return "instruction" in inspect.signature(model.predict).parameters
-    except (TypeError, ValueError):
-        return False
