@@ -119,6 +119,37 @@ def build(results: list[dict], stage1: dict | None) -> dict:
     return {"merged_mode": modes.pop(), "stage1": stage1_entry(stage1) if stage1 else None, "groups": groups}
 
 
+def markdown(table: dict) -> str:
+    """The README table: per group its targets and mean, nDCG@10 of each system (``adapted`` and ``merged`` as
+    mean +- spread over seeds), the merged model in the configured mode and the other one."""
+    mode = table["merged_mode"]
+    other = "alone" if mode == "fused" else "fused"
+    head = ["target", "retriever", "hybrid", f"stage 1 ({mode})", f"adapted ({mode})", f"merged ({mode})",
+            f"stage 1 ({other})", f"merged ({other})"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(v: float | list | None) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, list):
+            return f"{statistics.fmean(v):.4f} ± {statistics.pstdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+        return f"{v:.4f}"
+
+    for group, g in table["groups"].items():
+        for t, s in g["per_target"].items():
+            rows.append("| " + " | ".join([t, cell(s.get("retriever")), cell(s.get("hybrid")), cell(s.get("stage1")),
+                                           cell(s.get("adapted")), cell(s.get("merged_seeds")),
+                                           cell(s.get("stage1_other_mode")), cell(s.get("merged_other_mode"))]) + " |")
+        m, sd = g["mean"], g["std_over_seeds"]
+        pm = lambda k: f"**{m[k]:.4f} ± {sd[k]:.4f}**" if k in m else ""  # noqa: E731
+        other_mean = lambda k: cell(statistics.fmean(  # noqa: E731
+            s[k] for s in g["per_target"].values())) if all(k in s for s in g["per_target"].values()) else ""
+        rows.append("| " + " | ".join([f"**{group} mean** ({len(g['seeds'])} seeds)", pm("retriever"), pm("hybrid"),
+                                       pm("stage1"), pm("adapted"), pm("merged"), other_mean("stage1_other_mode"),
+                                       other_mean("merged_other_mode")]) + " |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", nargs="+", type=Path, required=True, help="benchmarks/adaptation.py results JSON")
@@ -136,6 +167,7 @@ def main() -> int:
     table = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
              "machine": json.loads(args.results[0].read_text()).get("machine"), **table}
     atomic_write_json(args.output, table)
+    print(markdown(table) + "\n")
     for group, g in table["groups"].items():
         m = g["mean"]
         print(f"{group} ({len(g['targets'])} targets, seeds {g['seeds']}, merged {table['merged_mode']}): "

@@ -185,3 +185,15 @@ def test_adaptation_groups_stage1_entry_from_the_committed_run():
     assert entry["wall_s"] == stage1["stage1"]["wall_s_this_call"]
     assert entry["wall_s_covers"] == "steps 1201-1750 (resumed)"  # a resumed call's seconds are not the run's
     assert 0.5 < entry["dev_ndcg@10"] < 1 and "per_target" in entry["test"]
+
+
+def test_adaptation_groups_markdown_rows():
+    from conftest import load_benchmark
+
+    groups_bench = load_benchmark("adaptation_groups")
+    bench = load_benchmark("adaptation")
+    text = groups_bench.markdown(groups_bench.build([_result(bench, ["a", "b"], [0, 1])], None))
+    lines = text.splitlines()
+    assert lines[0].startswith("| target | retriever | hybrid | stage 1 (fused)")
+    assert [ln.split(" | ")[0] for ln in lines[2:]] == ["| a", "| b", "| **g mean** (2 seeds)"]
+    assert "±" in lines[2].split(" | ")[5]  # merged over two seeds: mean ± spread
