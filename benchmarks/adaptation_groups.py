@@ -38,12 +38,16 @@ def merged_mode(config: dict) -> str:
     return "fused" if float(config.get("evaluate", {}).get("fusion_weight", 0) or 0) > 0 else "alone"
 
 
-def per_target(per_seed: dict[str, dict], target: str, seeds: list[str], mode: str) -> dict:
+def per_target(per_seed: dict[str, dict], target: str, seeds: list[str], mode: str, top_k: int | None = None) -> dict:
     """One target's scores in ``mode``: seed-independent systems as their mean over seeds, ``adapted`` and
-    ``merged`` as one value per seed too (``merged`` the mean, ``merged_seeds`` the values)."""
+    ``merged`` as one value per seed too (``merged`` the mean, ``merged_seeds`` the values); the retriever's
+    Recall@``top_k`` (the candidate depth: every reranker's ceiling) when the run recorded it."""
     scores = {s: target_scores(per_seed[s][target]) for s in seeds}
     other = "alone" if mode == "fused" else "fused"
     out: dict = {}
+    recall = per_seed[seeds[0]][target].get("retriever", {}).get(f"Recall@{top_k}")
+    if recall is not None:
+        out[f"retriever_recall@{top_k}"] = recall
     for name in SYSTEMS:
         key = name + SUFFIX[mode] if name in MODED else name
         values = [scores[s][key] for s in seeds if key in scores[s]]
@@ -66,6 +70,7 @@ def group_entry(result: dict, group: str, mode: str) -> dict:
     per_seed = {str(k): v for k, v in result["per_seed"].items()}
     means = g["nDCG@10"]
     legs = g["bar"][mode]["legs"]
+    top_k = result.get("config", {}).get("evaluate", {}).get("top_k")
     mean, spread = {}, {}
     for name in SYSTEMS:
         key = name + SUFFIX[mode] if name in MODED else name
@@ -73,8 +78,8 @@ def group_entry(result: dict, group: str, mode: str) -> dict:
             mean[name], spread[name] = means[key]["mean"], means[key]["std"]
     return {
         "targets": g["targets"], "seeds": g["seeds"],
-        "per_target": {t: per_target(per_seed, t, seeds, mode) for t in g["targets"]},
-        "mean": mean, "std_over_seeds": spread,
+        "per_target": {t: per_target(per_seed, t, seeds, mode, top_k) for t in g["targets"]},
+        "mean": mean, "std_over_seeds": spread, "top_k": top_k,
         "p_merged_vs_stage1": legs["stage1_plus_1_significant"].get("p"),
         "p_merged_vs_hybrid": legs["above_hybrid"].get("p"),
         "queries": legs["stage1_plus_1_significant"].get("queries"),
@@ -137,7 +142,9 @@ def markdown(table: dict) -> str:
 
     for group, g in table["groups"].items():
         for t, s in g["per_target"].items():
-            rows.append("| " + " | ".join([t, cell(s.get("retriever")), cell(s.get("hybrid")), cell(s.get("stage1")),
+            recall = s.get(f"retriever_recall@{g['top_k']}")
+            retriever = cell(s.get("retriever")) + (f" (R@{g['top_k']} {recall:.3f})" if recall else "")
+            rows.append("| " + " | ".join([t, retriever, cell(s.get("hybrid")), cell(s.get("stage1")),
                                            cell(s.get("adapted")), cell(s.get("merged_seeds")),
                                            cell(s.get("stage1_other_mode")), cell(s.get("merged_other_mode"))]) + " |")
         m, sd = g["mean"], g["std_over_seeds"]

@@ -65,6 +65,7 @@ def _group_run(seed: int, targets: list[str], shift: dict[str, float], noise: fl
             name = system.replace("adapted", f"adapt-{t}-s{seed}")
             scores[name] = {f"q{i}": float(v) for i, v in enumerate(base + d + noise * rng.standard_normal(40))}
         reports[t] = {name: {"nDCG@10": float(np.mean(list(s.values())))} for name, s in scores.items()}
+        reports[t]["retriever"]["Recall@20"] = 0.9
         per_query[t] = scores
     return reports, per_query
 
@@ -142,7 +143,7 @@ def _result(bench, targets, seeds, fusion_weight=1.0):
     groups = bench.group_summary(per_seed, per_query, {"g": targets})
     # as read back from JSON: seed keys are strings
     return json.loads(json.dumps({"command": "python benchmarks/adaptation.py", "machine": {"cpu_count": 2},
-                                  "config": {"evaluate": {"fusion_weight": fusion_weight}},
+                                  "config": {"evaluate": {"fusion_weight": fusion_weight, "top_k": 20}},
                                   "per_seed": per_seed, "groups": groups}))
 
 
@@ -158,6 +159,7 @@ def test_adaptation_groups_table_in_the_api_shape(bench, tmp_path):
     a = g["per_target"]["a"]
     assert set(a) >= {"retriever", "hybrid", "stage1", "adapted", "merged"}
     assert len(a["adapted"]) == 2 and len(a["merged_seeds"]) == 2
+    assert a["retriever_recall@20"] == 0.9 and g["top_k"] == 20  # the candidate depth's ceiling
     assert a["merged"] == pytest.approx(sum(a["merged_seeds"]) / 2)
     assert a["merged"] - a["retriever"] == pytest.approx(0.07, abs=0.01)  # fused variant
     assert a["merged_other_mode"] - a["retriever"] == pytest.approx(0.055, abs=0.01)  # alone
@@ -196,4 +198,4 @@ def test_adaptation_groups_markdown_rows():
     lines = text.splitlines()
     assert lines[0].startswith("| target | retriever | hybrid | stage 1 (fused)")
     assert [ln.split(" | ")[0] for ln in lines[2:]] == ["| a", "| b", "| **g mean** (2 seeds)"]
-    assert "±" in lines[2].split(" | ")[5]  # merged over two seeds: mean ± spread
+    assert "(R@20 0.900)" in lines[2] and "±" in lines[2].split(" | ")[5]  # merged over two seeds: mean ± spread
