@@ -33,6 +33,11 @@ SYSTEMS = ("retriever", "hybrid", "stage1", "adapted", "merged")
 MODED = ("stage1", "adapted", "merged")
 
 
+def system_key(name: str, mode: str) -> str:
+    """A system's name in ``adaptation.py``'s reports for ``mode`` (the retriever and the hybrid have one ranking)."""
+    return name + SUFFIX[mode] if name in MODED else name
+
+
 def merged_mode(config: dict) -> str:
     """``"fused"`` when the run fused the rerankers' scores with the retriever's (``evaluate.fusion_weight`` > 0)."""
     return "fused" if float(config.get("evaluate", {}).get("fusion_weight", 0) or 0) > 0 else "alone"
@@ -49,17 +54,13 @@ def per_target(per_seed: dict[str, dict], target: str, seeds: list[str], mode: s
     if recall is not None:
         out[f"retriever_recall@{top_k}"] = recall
     for name in SYSTEMS:
-        key = name + SUFFIX[mode] if name in MODED else name
-        values = [scores[s][key] for s in seeds if key in scores[s]]
-        if not values:
-            continue
-        out[name] = values if name == "adapted" else statistics.fmean(values)
-        if name == "merged":
-            out["merged_seeds"] = values
-        if name in MODED:
-            alt = [scores[s][name + SUFFIX[other]] for s in seeds if name + SUFFIX[other] in scores[s]]
-            if alt:
-                out[f"{name}_other_mode"] = alt if name == "adapted" else statistics.fmean(alt)
+        modes = ((mode, name), (other, f"{name}_other_mode")) if name in MODED else ((mode, name),)
+        for m, label in modes:
+            values = [scores[s][system_key(name, m)] for s in seeds if system_key(name, m) in scores[s]]
+            if values:
+                out[label] = values if name == "adapted" else statistics.fmean(values)
+                if label == "merged":
+                    out["merged_seeds"] = values
     return out
 
 
@@ -73,7 +74,7 @@ def group_entry(result: dict, group: str, mode: str) -> dict:
     top_k = result.get("config", {}).get("evaluate", {}).get("top_k")
     mean, spread = {}, {}
     for name in SYSTEMS:
-        key = name + SUFFIX[mode] if name in MODED else name
+        key = system_key(name, mode)
         if key in means:
             mean[name], spread[name] = means[key]["mean"], means[key]["std"]
     return {

@@ -194,7 +194,8 @@ def evaluate_reranking(
     per_query = {"retriever": per_query_ndcg(qrels, first)}
     for name, model in (rerankers or {}).items():
         t0 = time.perf_counter()
-        takes_instruction = instruction is not None and hasattr(model, "predict") and accepts_keyword(model.predict, "instruction", var_keyword=True)
+        takes_instruction = (instruction is not None and hasattr(model, "predict")
+                             and accepts_keyword(model.predict, "instruction", var_keyword=True))
         scored = score_candidates(model, queries, data.corpus, first, top_k, batch_size=batch_size,
                                   instruction=instruction if takes_instruction else None)
         timing[name] = time.perf_counter() - t0
